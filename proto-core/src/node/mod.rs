@@ -1,0 +1,851 @@
+//! The node: one socket's worth of sessions, as one sans-IO machine.
+//!
+//! This module owns the session table, its indices (by local index, by peer, by address), the
+//! transmit and event queues, and the timer table. It feeds each handshake or session the input
+//! that is addressed to it and drains what that child produces right there, turning it into
+//! transmits, events and deadlines. It never touches a socket or a clock.
+//!
+//! See the crate docs for the run loop a driver follows.
+
+mod inbound;
+mod types;
+
+pub use types::{
+    Deadline, DisconnectReason, DropCounters, Error, Event, NodeStats, PeerSpec, SessionId,
+    SessionInfo, TimerReason, Transmit,
+};
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use crate::config::Config;
+use crate::cookie::Gatekeeper;
+use crate::crypto::x25519_public;
+use crate::handshake::{Completed, Handshake, HandshakeError, LocalKeys};
+use crate::identity::{BindingCache, Identity, NodeId, PublicIdentity};
+use crate::rng::{Rng, Seed};
+use crate::session::{PacketProtection, RekeyPolicy, SealError};
+use crate::time::{Clock, Instant};
+use crate::wire::frame::{self, Frame};
+use crate::wire::{self, Pattern, DATA_HEADER_LEN, DATA_OVERHEAD};
+
+/// One peer's entry in the table.
+struct Entry {
+    local_index: u32,
+    addr: SocketAddr,
+    created: Instant,
+    /// The application knows this id (it called `connect`, or saw `Connected`).
+    announced: bool,
+    /// Refuse the peer unless it is this identity.
+    expected: Option<PublicIdentity>,
+    pattern: Pattern,
+    state: State,
+    outbox: VecDeque<Vec<u8>>,
+    ping_pending: bool,
+    close_pending: Option<u16>,
+    in_ready: bool,
+    scheduled: Option<(Instant, TimerReason)>,
+}
+
+/// Retransmission bookkeeping of a handshake message.
+struct Retry {
+    packet: Vec<u8>,
+    attempts: u32,
+    next: Instant,
+}
+
+enum State {
+    /// We sent INIT and wait for RESPONSE.
+    Initiating {
+        hs: Handshake,
+        noise: Vec<u8>,
+        retry: Retry,
+    },
+    /// We answered an INIT. IK: keys are ready, waiting for the first DATA to confirm.
+    /// XX: waiting for FINAL.
+    Responding {
+        hs: Option<Handshake>,
+        ready: Option<(Completed, PacketProtection)>,
+        remote_index: u32,
+        init_key: (SocketAddr, u32),
+        retry: Retry,
+        early: Vec<Vec<u8>>,
+    },
+    /// Keys agreed and peer authenticated.
+    Established(Box<Established>),
+}
+
+use alloc::boxed::Box;
+
+struct Established {
+    prot: PacketProtection,
+    peer: PublicIdentity,
+    last_sent: Instant,
+    last_recv: Instant,
+    /// The initiator's confirmation (FINAL for XX), resent if the responder repeats RESPONSE.
+    confirm: Option<Vec<u8>>,
+    initiator: bool,
+}
+
+/// A node: many sessions over one UDP socket, as a pure state machine.
+///
+/// See the [crate documentation](crate) for the run loop.
+pub struct Node {
+    config: Config,
+    identity: Identity,
+    keys: LocalKeys,
+    clock: Clock,
+    rng: Rng,
+    handshake_seeds: u64,
+    next_session: u64,
+    entries: BTreeMap<SessionId, Entry>,
+    by_index: BTreeMap<u32, SessionId>,
+    by_peer: BTreeMap<NodeId, SessionId>,
+    initiating_to: BTreeMap<SocketAddr, SessionId>,
+    responding_to: BTreeMap<(SocketAddr, u32), SessionId>,
+    half_open: usize,
+    timers: BTreeSet<(Instant, SessionId)>,
+    control: VecDeque<(SocketAddr, Vec<u8>)>,
+    ready: VecDeque<SessionId>,
+    events: VecDeque<Event>,
+    queued_datagram_events: usize,
+    gate: Gatekeeper,
+    bindings: BindingCache,
+    scratch: Vec<u8>,
+    stats: NodeStats,
+}
+
+impl core::fmt::Debug for Node {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.identity.node_id())
+            .field("sessions", &self.entries.len())
+            .field("queued_transmits", &self.queued_transmits())
+            .field("queued_events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node with `identity` and `config`, whose clock starts at `now`.
+    pub fn new(config: Config, identity: Identity, now: Instant) -> Result<Node, Error> {
+        config.validate().map_err(Error::Config)?;
+        let static_private = identity.noise_static_private();
+        let static_public = x25519_public(&*config.provider, &static_private)
+            .ok_or(Error::Handshake(HandshakeError::Setup))?;
+        let binding = identity.bind(&static_public).encode();
+        let keys = LocalKeys {
+            provider: Arc::clone(&config.provider),
+            static_private,
+            static_public,
+            binding,
+        };
+        let gate = Gatekeeper::new(
+            &config.seed,
+            config.cookie_rotation,
+            config.handshake_rate_per_source,
+            config.handshake_burst_per_source,
+            config.max_tracked_sources,
+        );
+        Ok(Node {
+            rng: config.seed.rng("net/node", 0),
+            bindings: BindingCache::new(config.binding_cache),
+            keys,
+            gate,
+            identity,
+            clock: Clock::new(now),
+            handshake_seeds: 0,
+            next_session: 1,
+            entries: BTreeMap::new(),
+            by_index: BTreeMap::new(),
+            by_peer: BTreeMap::new(),
+            initiating_to: BTreeMap::new(),
+            responding_to: BTreeMap::new(),
+            half_open: 0,
+            timers: BTreeSet::new(),
+            control: VecDeque::new(),
+            ready: VecDeque::new(),
+            events: VecDeque::new(),
+            queued_datagram_events: 0,
+            scratch: Vec::new(),
+            stats: NodeStats::default(),
+            config,
+        })
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    /// This node's identity key.
+    #[must_use]
+    pub fn public_identity(&self) -> PublicIdentity {
+        self.identity.public()
+    }
+
+    /// This node's Noise static public key. Peers that know it connect with IK.
+    #[must_use]
+    pub fn static_key(&self) -> [u8; 32] {
+        self.keys.static_public
+    }
+
+    /// A [`PeerSpec`] that reaches this node with IK.
+    #[must_use]
+    pub fn peer_spec(&self) -> PeerSpec {
+        PeerSpec::known(self.public_identity(), self.static_key())
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> NodeStats {
+        let mut s = self.stats;
+        s.time_went_backwards = self.clock.backwards_count();
+        s.bindings_verified = self.bindings.verified;
+        s
+    }
+
+    /// Sessions in the table (handshaking or established).
+    #[must_use]
+    pub fn session_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The established session with `peer`, if any.
+    #[must_use]
+    pub fn session_with(&self, peer: &NodeId) -> Option<SessionId> {
+        self.by_peer.get(peer).copied()
+    }
+
+    /// A snapshot of `session`.
+    #[must_use]
+    pub fn session_info(&self, session: SessionId) -> Option<SessionInfo> {
+        let e = self.entries.get(&session)?;
+        let (peer, next_counter, key_generations) = match &e.state {
+            State::Established(est) => (
+                Some(est.peer.node_id()),
+                est.prot.next_counter(),
+                est.prot.generations(),
+            ),
+            _ => (None, 0, (0, 0)),
+        };
+        Some(SessionInfo {
+            addr: e.addr,
+            peer,
+            established: matches!(e.state, State::Established(_)),
+            pattern: e.pattern,
+            next_counter,
+            key_generations,
+            queued_datagrams: e.outbox.len(),
+        })
+    }
+
+    /// Starts a session with the node at `addr`.
+    ///
+    /// With `peer.static_key` the handshake is IK, otherwise XX; with `peer.identity` the
+    /// session fails with `IdentityMismatch` unless the peer authenticates as that identity.
+    /// If a session to `addr` is already being set up or established, returns it. Datagrams
+    /// sent before [`Event::Connected`] wait in the session's queue.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        addr: SocketAddr,
+        peer: PeerSpec,
+    ) -> Result<SessionId, Error> {
+        let now = self.clock.observe(now);
+        if let Some(&id) = self.initiating_to.get(&addr) {
+            return Ok(id);
+        }
+        if let Some(id) = self.entries.iter().find_map(|(id, e)| {
+            (e.addr == addr && e.announced && matches!(e.state, State::Established(_)))
+                .then_some(*id)
+        }) {
+            return Ok(id);
+        }
+        if self.entries.len() >= self.config.max_sessions {
+            return Err(Error::TooManySessions);
+        }
+        let static_key = peer
+            .static_key
+            .or_else(|| peer.identity.and_then(|id| self.bindings.static_for(&id)));
+        let seed = self.next_handshake_seed();
+        let (hs, noise) = Handshake::initiate(&self.keys, seed, static_key.as_ref(), peer.identity)
+            .map_err(Error::Handshake)?;
+        let local_index = self.fresh_index();
+        let id = self.fresh_session_id();
+        let mut packet = Vec::with_capacity(noise.len() + 24);
+        wire::encode_init(
+            &mut packet,
+            &wire::Init {
+                pattern: hs.pattern(),
+                sender_index: local_index,
+                cookie: None,
+                noise: &noise,
+            },
+        );
+        self.push_control(addr, packet.clone());
+        let first_retry = now + self.retry_delay(0);
+        let entry = Entry {
+            local_index,
+            addr,
+            created: now,
+            announced: true,
+            expected: peer.identity,
+            pattern: hs.pattern(),
+            state: State::Initiating {
+                hs,
+                noise,
+                retry: Retry {
+                    packet,
+                    attempts: 0,
+                    next: first_retry,
+                },
+            },
+            outbox: VecDeque::new(),
+            ping_pending: false,
+            close_pending: None,
+            in_ready: false,
+            scheduled: None,
+        };
+        self.entries.insert(id, entry);
+        self.by_index.insert(local_index, id);
+        self.initiating_to.insert(addr, id);
+        self.stats.handshakes_initiated += 1;
+        self.reschedule(id);
+        Ok(id)
+    }
+
+    /// Queues an unreliable datagram on `session`. Before the session is established it waits
+    /// in the session's queue (bounded by `max_queued_datagrams`).
+    pub fn send_datagram(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        self.clock.observe(now);
+        let max = self.config.max_datagram_payload();
+        if data.len() > max {
+            return Err(Error::DatagramTooLarge {
+                len: data.len(),
+                max,
+            });
+        }
+        let cap = self.config.max_queued_datagrams;
+        let e = self
+            .entries
+            .get_mut(&session)
+            .filter(|e| e.close_pending.is_none())
+            .ok_or(Error::UnknownSession(session))?;
+        if e.outbox.len() >= cap {
+            return Err(Error::QueueFull);
+        }
+        e.outbox.push_back(data.to_vec());
+        self.mark_ready(session);
+        Ok(())
+    }
+
+    /// Closes `session`: the peer is told with `code`, and [`Event::Disconnected`] follows once
+    /// the close has been handed to `poll_transmit` (at once if the session was still
+    /// handshaking). Queued datagrams are discarded.
+    pub fn close(&mut self, now: Instant, session: SessionId, code: u16) -> Result<(), Error> {
+        self.clock.observe(now);
+        let e = self
+            .entries
+            .get_mut(&session)
+            .filter(|e| e.close_pending.is_none())
+            .ok_or(Error::UnknownSession(session))?;
+        e.outbox.clear();
+        if matches!(e.state, State::Established(_)) {
+            e.close_pending = Some(code);
+            self.mark_ready(session);
+        } else {
+            self.remove(session, Some(DisconnectReason::LocallyClosed { code }));
+        }
+        Ok(())
+    }
+
+    /// Feeds one received UDP payload from `from`.
+    ///
+    /// Malformed, unauthenticated, replayed or unexpected packets are dropped and counted in
+    /// [`NodeStats::drops`]; they change nothing else. The only error is the drain contract
+    /// (see [`Error::Undrained`]), in which case the datagram was not consumed.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        self.check_drained()?;
+        let now = self.clock.observe(now);
+        self.stats.datagrams_in += 1;
+        self.on_datagram(now, from, bytes);
+        Ok(())
+    }
+
+    /// Tells the node that time has passed: fires every timer due at or before `now`.
+    /// Early or spurious calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        self.check_drained()?;
+        let now = self.clock.observe(now);
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.scheduled = None;
+            }
+            self.on_timer(now, id);
+        }
+        Ok(())
+    }
+
+    /// Writes the next datagram to send into `buf` and says where it goes; `None` when nothing
+    /// is queued. Call until `None` after every input.
+    ///
+    /// `buf` should hold `max_packet_size` bytes; a smaller buffer that cannot hold the next
+    /// datagram gets [`Error::BufferTooSmall`] and nothing is consumed.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit>, Error> {
+        let now = self.clock.observe(now);
+        if let Some((dst, pkt)) = self.control.front() {
+            let dst = *dst;
+            let len = pkt.len();
+            let out = buf
+                .get_mut(..len)
+                .ok_or(Error::BufferTooSmall { needed: len })?;
+            out.copy_from_slice(pkt);
+            self.control.pop_front();
+            self.stats.datagrams_out += 1;
+            return Ok(Some(Transmit {
+                destination: dst,
+                len,
+            }));
+        }
+        while let Some(&id) = self.ready.front() {
+            match self.build_data(now, id, buf) {
+                Ok(Some(t)) => {
+                    self.stats.datagrams_out += 1;
+                    return Ok(Some(t));
+                }
+                Ok(None) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next event for the application, if any. Call until `None` after every input.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let ev = self.events.pop_front()?;
+        if matches!(ev, Event::Datagram { .. }) {
+            self.queued_datagram_events = self.queued_datagram_events.saturating_sub(1);
+        }
+        Some(ev)
+    }
+
+    /// When to call [`Node::handle_timeout`] next, and why; `None` if no timer is armed.
+    /// While output is queued the deadline is the latest `now` seen (reason `Output`).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Deadline> {
+        if self.queued_transmits() > 0 || !self.events.is_empty() {
+            return Some(Deadline {
+                at: self.clock.now(),
+                reason: TimerReason::Output,
+            });
+        }
+        let &(at, id) = self.timers.first()?;
+        let reason = self
+            .entries
+            .get(&id)
+            .and_then(|e| e.scheduled)
+            .map_or(TimerReason::Keepalive, |(_, r)| r);
+        Some(Deadline {
+            at: at.max(self.clock.now()),
+            reason,
+        })
+    }
+
+    /// Transmits waiting (handshake and control messages, plus sessions with data ready).
+    #[must_use]
+    pub fn queued_transmits(&self) -> usize {
+        self.control.len() + self.ready.len()
+    }
+
+    // ---- internals shared by the inbound and outbound paths ----
+
+    fn check_drained(&self) -> Result<(), Error> {
+        if self.config.strict_drain && (self.queued_transmits() > 0 || !self.events.is_empty()) {
+            return Err(Error::Undrained {
+                transmits: self.queued_transmits(),
+                events: self.events.len(),
+            });
+        }
+        Ok(())
+    }
+
+    fn next_handshake_seed(&mut self) -> Seed {
+        self.handshake_seeds += 1;
+        let mut b = self.rng.bytes32();
+        // Mix the counter in so that two seeds never coincide even if the RNG repeats.
+        if let Some(first) = b.first_mut() {
+            *first ^= self.handshake_seeds as u8;
+        }
+        Seed(b)
+    }
+
+    fn fresh_index(&mut self) -> u32 {
+        loop {
+            let i = self.rng.next_u32();
+            if !self.by_index.contains_key(&i) {
+                return i;
+            }
+        }
+    }
+
+    fn fresh_session_id(&mut self) -> SessionId {
+        let id = SessionId(self.next_session);
+        self.next_session += 1;
+        id
+    }
+
+    /// Retransmission delay before attempt `attempt + 1`: exponential, capped, with up to 25%
+    /// jitter from the seeded RNG.
+    fn retry_delay(&mut self, attempt: u32) -> Duration {
+        let base = self
+            .config
+            .handshake_retry_initial
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.config.handshake_retry_max);
+        let quarter = crate::time::duration_nanos(base) / 4;
+        base + Duration::from_nanos(self.rng.below(quarter.saturating_add(1)))
+    }
+
+    fn push_control(&mut self, to: SocketAddr, packet: Vec<u8>) {
+        if self.control.len() >= self.config.max_queued_control {
+            self.stats.drops.control_queue_full += 1;
+            return;
+        }
+        self.control.push_back((to, packet));
+    }
+
+    fn push_event(&mut self, ev: Event) {
+        if matches!(ev, Event::Datagram { .. }) {
+            if self.queued_datagram_events >= self.config.max_queued_received {
+                self.stats.drops.event_queue_full += 1;
+                return;
+            }
+            self.queued_datagram_events += 1;
+        }
+        // Lifecycle events are at most two per session, so `max_sessions` bounds them.
+        self.events.push_back(ev);
+    }
+
+    fn mark_ready(&mut self, id: SessionId) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            let has_work = !e.outbox.is_empty() || e.ping_pending || e.close_pending.is_some();
+            if !e.in_ready && has_work && matches!(e.state, State::Established(_)) {
+                e.in_ready = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    /// Recomputes the entry's next deadline and updates the timer table.
+    fn reschedule(&mut self, id: SessionId) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let hs_deadline = e.created + self.config.handshake_timeout;
+        let next = match &e.state {
+            State::Initiating { retry, .. } | State::Responding { retry, .. } => {
+                if retry.next < hs_deadline {
+                    Some((retry.next, TimerReason::HandshakeRetransmit))
+                } else {
+                    Some((hs_deadline, TimerReason::HandshakeTimeout))
+                }
+            }
+            State::Established(est) => {
+                let keepalive = est.last_sent + self.config.keepalive_interval;
+                let idle = est.last_recv + self.config.idle_timeout;
+                if keepalive <= idle {
+                    Some((keepalive, TimerReason::Keepalive))
+                } else {
+                    Some((idle, TimerReason::Idle))
+                }
+            }
+        };
+        if e.scheduled == next {
+            return;
+        }
+        if let Some((at, _)) = e.scheduled {
+            self.timers.remove(&(at, id));
+        }
+        e.scheduled = next;
+        if let Some((at, _)) = next {
+            self.timers.insert((at, id));
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, id: SessionId) {
+        let hs_timeout = self.config.handshake_timeout;
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let addr = e.addr;
+        let expired = now >= e.created + hs_timeout;
+        match &mut e.state {
+            State::Initiating { retry, .. } | State::Responding { retry, .. } => {
+                if expired {
+                    self.remove(id, Some(DisconnectReason::HandshakeTimeout));
+                    return;
+                }
+                if now >= retry.next {
+                    retry.attempts += 1;
+                    let packet = retry.packet.clone();
+                    let attempts = retry.attempts;
+                    let delay = self.retry_delay(attempts);
+                    if let Some(State::Initiating { retry, .. } | State::Responding { retry, .. }) =
+                        self.entries.get_mut(&id).map(|e| &mut e.state)
+                    {
+                        retry.next = now + delay;
+                    }
+                    self.stats.handshake_retransmits += 1;
+                    self.push_control(addr, packet);
+                }
+            }
+            State::Established(est) => {
+                if now >= est.last_recv + self.config.idle_timeout {
+                    self.remove(id, Some(DisconnectReason::IdleTimeout));
+                    return;
+                }
+                if now >= est.last_sent + self.config.keepalive_interval {
+                    e.ping_pending = true;
+                    // Count the keepalive as sent now so the timer moves on even if the
+                    // transmit is never drained.
+                    est.last_sent = now;
+                    self.mark_ready(id);
+                }
+            }
+        }
+        self.reschedule(id);
+    }
+
+    /// Removes a session from every table, announcing `reason` if the application knows it.
+    fn remove(&mut self, id: SessionId, reason: Option<DisconnectReason>) {
+        let Some(e) = self.entries.remove(&id) else {
+            return;
+        };
+        self.by_index.remove(&e.local_index);
+        if let Some((at, _)) = e.scheduled {
+            self.timers.remove(&(at, id));
+        }
+        if e.in_ready {
+            self.ready.retain(|r| *r != id);
+        }
+        let peer = match &e.state {
+            State::Established(est) => {
+                let nid = est.peer.node_id();
+                if self.by_peer.get(&nid) == Some(&id) {
+                    self.by_peer.remove(&nid);
+                }
+                Some(nid)
+            }
+            State::Initiating { .. } => {
+                if self.initiating_to.get(&e.addr) == Some(&id) {
+                    self.initiating_to.remove(&e.addr);
+                }
+                None
+            }
+            State::Responding { init_key, .. } => {
+                self.responding_to.remove(init_key);
+                self.half_open = self.half_open.saturating_sub(1);
+                None
+            }
+        };
+        if let (true, Some(reason)) = (e.announced, reason) {
+            self.push_event(Event::Disconnected {
+                session: id,
+                peer,
+                reason,
+            });
+        }
+    }
+
+    /// Moves a session to Established and announces it.
+    fn establish(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        done: Completed,
+        prot: PacketProtection,
+        confirm: Option<Vec<u8>>,
+    ) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        if let Some(expected) = e.expected {
+            if expected != done.peer {
+                self.remove(
+                    id,
+                    Some(DisconnectReason::HandshakeFailed(
+                        HandshakeError::IdentityMismatch,
+                    )),
+                );
+                return;
+            }
+        }
+        let initiator = matches!(e.state, State::Initiating { .. });
+        match &e.state {
+            State::Initiating { .. } => {
+                if self.initiating_to.get(&e.addr) == Some(&id) {
+                    self.initiating_to.remove(&e.addr);
+                }
+            }
+            State::Responding { init_key, .. } => {
+                self.responding_to.remove(init_key);
+                self.half_open = self.half_open.saturating_sub(1);
+            }
+            State::Established(_) => return,
+        }
+        e.state = State::Established(Box::new(Established {
+            prot,
+            peer: done.peer,
+            last_sent: now,
+            last_recv: now,
+            confirm,
+            initiator,
+        }));
+        e.announced = true;
+        let addr = e.addr;
+        let nid = done.peer.node_id();
+        self.stats.sessions_established += 1;
+        if let Some(old) = self.by_peer.insert(nid, id) {
+            if old != id {
+                self.remove(old, Some(DisconnectReason::Superseded));
+                self.by_peer.insert(nid, id);
+            }
+        }
+        self.push_event(Event::Connected {
+            session: id,
+            peer: nid,
+            identity: done.peer,
+            static_key: done.peer_static,
+            addr,
+            initiator,
+        });
+        self.mark_ready(id);
+        self.reschedule(id);
+    }
+
+    fn rekey_policy(&self) -> RekeyPolicy {
+        RekeyPolicy {
+            after_packets: self.config.rekey_after_packets,
+            after_time: self.config.rekey_after_time,
+            overlap: self.config.rekey_overlap,
+        }
+    }
+
+    /// Seals the next DATA packet of the first ready session into `buf`.
+    fn build_data(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit>, Error> {
+        let max_packet = self.config.max_packet_size;
+        let Some(e) = self.entries.get_mut(&id) else {
+            self.ready.pop_front();
+            return Ok(None);
+        };
+        let State::Established(est) = &mut e.state else {
+            self.ready.pop_front();
+            e.in_ready = false;
+            return Ok(None);
+        };
+        let limit = buf.len().min(max_packet);
+        let first_len = if let Some(_code) = e.close_pending {
+            frame::CLOSE_LEN
+        } else if let Some(d) = e.outbox.front() {
+            frame::encoded_len(&Frame::Datagram(d))
+        } else {
+            frame::PING_LEN
+        };
+        let needed = DATA_OVERHEAD + first_len;
+        if limit < needed {
+            return Err(Error::BufferTooSmall { needed });
+        }
+        let body_end = limit - crate::crypto::TAG_LEN;
+        let mut pos = DATA_HEADER_LEN;
+        let mut closing = None;
+        if let Some(code) = e.close_pending {
+            pos += frame::write(
+                buf.get_mut(pos..body_end).unwrap_or(&mut []),
+                &Frame::Close(code),
+            )
+            .unwrap_or(0);
+            closing = Some(code);
+        } else {
+            while let Some(d) = e.outbox.front() {
+                let Some(n) = frame::write(
+                    buf.get_mut(pos..body_end).unwrap_or(&mut []),
+                    &Frame::Datagram(d),
+                ) else {
+                    break;
+                };
+                pos += n;
+                e.outbox.pop_front();
+            }
+            if pos == DATA_HEADER_LEN {
+                pos += frame::write(buf.get_mut(pos..body_end).unwrap_or(&mut []), &Frame::Ping)
+                    .unwrap_or(0);
+            }
+        }
+        e.ping_pending = false;
+        let plaintext_len = pos - DATA_HEADER_LEN;
+        match est.prot.seal(now, buf, plaintext_len) {
+            Ok(len) => {
+                est.last_sent = now;
+                let dst = e.addr;
+                let more = !e.outbox.is_empty();
+                self.ready.pop_front();
+                e.in_ready = false;
+                if closing.is_some() {
+                    self.remove(
+                        id,
+                        closing.map(|code| DisconnectReason::LocallyClosed { code }),
+                    );
+                } else {
+                    if more {
+                        self.mark_ready(id);
+                    }
+                    self.reschedule(id);
+                }
+                Ok(Some(Transmit {
+                    destination: dst,
+                    len,
+                }))
+            }
+            Err(SealError::BufferTooSmall { needed }) => Err(Error::BufferTooSmall { needed }),
+            Err(SealError::Exhausted) => {
+                self.remove(id, Some(DisconnectReason::CountersExhausted));
+                Ok(None)
+            }
+        }
+    }
+}
