@@ -123,9 +123,11 @@ impl Identity {
         derive_key(&self.signing.to_bytes(), b"net/1 noise-static", 0)
     }
 
-    /// Signs the binding of `static_public` to this identity.
+    /// Signs the binding of `static_public` (an X25519 public key) to this identity. Nodes do
+    /// this for their own static key; it is public so that other Noise implementations can
+    /// speak the protocol (see `docs/wire.md`).
     #[must_use]
-    pub(crate) fn bind(&self, static_public: &[u8; 32]) -> Binding {
+    pub fn bind(&self, static_public: &[u8; 32]) -> Binding {
         let msg = binding_message(static_public);
         Binding {
             identity: self.public(),
