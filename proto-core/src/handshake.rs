@@ -294,3 +294,74 @@ fn remote_static(state: &HandshakeState) -> Result<[u8; 32], HandshakeError> {
     out.copy_from_slice(rs.get(..32).ok_or(HandshakeError::Noise)?);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{x25519_public, RustCrypto};
+    use crate::identity::Identity;
+    use alloc::sync::Arc;
+
+    fn keys(provider: SharedProvider, n: u64) -> LocalKeys {
+        let id = Identity::from_seed(&Seed::from_u64(n));
+        let static_private = id.noise_static_private();
+        let static_public = x25519_public(&*provider, &static_private).unwrap();
+        LocalKeys {
+            binding: id.bind(&static_public).encode(),
+            provider,
+            static_private,
+            static_public,
+        }
+    }
+
+    fn providers() -> alloc::vec::Vec<SharedProvider> {
+        #[allow(unused_mut)]
+        let mut v: alloc::vec::Vec<SharedProvider> = alloc::vec![Arc::new(RustCrypto)];
+        #[cfg(feature = "aws-lc")]
+        v.push(Arc::new(crate::crypto::AwsLc));
+        v
+    }
+
+    #[test]
+    fn every_provider_pair_completes_ik_and_xx() {
+        for pa in providers() {
+            for pb in providers() {
+                let a = keys(pa.clone(), 1);
+                let b = keys(pb.clone(), 2);
+                for ik in [true, false] {
+                    let rs = ik.then_some(b.static_public);
+                    let mut cache = BindingCache::new(0);
+                    let (mut hs_a, m1) =
+                        Handshake::initiate(&a, Seed::from_u64(3), rs.as_ref(), None).unwrap();
+                    let pattern = hs_a.pattern();
+                    let (mut hs_b, m2, done_b) =
+                        Handshake::respond(&b, Seed::from_u64(4), pattern, &m1, &mut cache)
+                            .unwrap();
+                    let (m3, done_a) = hs_a.read_response(&m2, &mut cache).unwrap();
+                    let done_b = match (done_b, m3) {
+                        (Some(d), None) => d,
+                        (None, Some(m3)) => hs_b.read_final(&m3, &mut cache).unwrap(),
+                        _ => panic!("pattern mismatch"),
+                    };
+                    assert_eq!(
+                        done_a.send_key,
+                        done_b.recv_key,
+                        "{} {}",
+                        pa.name(),
+                        pb.name()
+                    );
+                    assert_eq!(done_a.recv_key, done_b.send_key);
+                    assert_eq!(
+                        done_a.peer,
+                        Identity::from_seed(&Seed::from_u64(2)).public()
+                    );
+                    assert_eq!(
+                        done_b.peer,
+                        Identity::from_seed(&Seed::from_u64(1)).public()
+                    );
+                    assert_eq!(done_b.peer_static, a.static_public);
+                }
+            }
+        }
+    }
+}

@@ -166,7 +166,9 @@ fn out_of_state_handshake_messages() {
     let mut cookie = vec![1, kind::COOKIE, 0, 0];
     cookie.extend_from_slice(&b_index);
     cookie.extend_from_slice(&[0; 16]);
-    assert_dropped(&mut p, &cookie, "cookie to an established session", |d| d.out_of_state);
+    assert_dropped(&mut p, &cookie, "cookie to an established session", |d| {
+        d.out_of_state
+    });
 }
 
 #[test]
@@ -216,12 +218,16 @@ fn a_binding_for_another_static_key_is_refused() {
         },
     );
     let from = "10.0.0.9:1".parse().unwrap();
-    b.handle_datagram(proto_core::Instant::ZERO, from, &init).unwrap();
+    b.handle_datagram(proto_core::Instant::ZERO, from, &init)
+        .unwrap();
     assert_eq!(b.stats().drops.handshake_failed, 1);
     assert_eq!(b.stats().handshakes_answered, 0);
     assert_eq!(b.session_count(), 0);
     let mut buf = [0u8; 1500];
-    assert_eq!(b.poll_transmit(proto_core::Instant::ZERO, &mut buf), Ok(None));
+    assert_eq!(
+        b.poll_transmit(proto_core::Instant::ZERO, &mut buf),
+        Ok(None)
+    );
 }
 
 fn x25519_public(private: &[u8; 32]) -> [u8; 32] {
@@ -237,7 +243,10 @@ fn time_going_backwards_is_clamped_and_counted() {
     assert_eq!(p.b.stats().time_went_backwards, 1);
     assert!(p.b.poll_timeout().unwrap().at >= p.now);
     p.run_for(SECOND);
-    assert!(!p.b_events.iter().any(|e| matches!(e, Event::Disconnected { .. })));
+    assert!(!p
+        .b_events
+        .iter()
+        .any(|e| matches!(e, Event::Disconnected { .. })));
 }
 
 #[test]
@@ -254,7 +263,10 @@ fn caller_mistakes_are_typed_errors_that_change_nothing() {
             events: 0
         })
     );
-    assert!(matches!(p.a.handle_timeout(p.now), Err(Error::Undrained { .. })));
+    assert!(matches!(
+        p.a.handle_timeout(p.now),
+        Err(Error::Undrained { .. })
+    ));
     // A buffer too small consumes nothing.
     let mut small = [0u8; 20];
     assert_eq!(
@@ -272,8 +284,14 @@ fn caller_mistakes_are_typed_errors_that_change_nothing() {
     );
     p.a.send_datagram(p.now, sa, &vec![7; max]).unwrap();
     let bogus = proto_core::SessionId(999);
-    assert_eq!(p.a.send_datagram(p.now, bogus, b"x"), Err(Error::UnknownSession(bogus)));
-    assert_eq!(p.a.close(p.now, bogus, 0), Err(Error::UnknownSession(bogus)));
+    assert_eq!(
+        p.a.send_datagram(p.now, bogus, b"x"),
+        Err(Error::UnknownSession(bogus))
+    );
+    assert_eq!(
+        p.a.close(p.now, bogus, 0),
+        Err(Error::UnknownSession(bogus))
+    );
     let cap = p.a.config().max_queued_datagrams;
     for _ in 1..cap {
         p.a.send_datagram(p.now, sa, b"f").unwrap();

@@ -43,7 +43,10 @@ impl SnowPeer {
 
 fn poll_one(node: &mut Node) -> Vec<u8> {
     let mut buf = vec![0u8; 1500];
-    let t = node.poll_transmit(NOW, &mut buf).unwrap().expect("a transmit");
+    let t = node
+        .poll_transmit(NOW, &mut buf)
+        .unwrap()
+        .expect("a transmit");
     buf.truncate(t.len);
     buf
 }
@@ -132,7 +135,10 @@ fn snow_initiator_ik_against_our_responder() {
     let pkt = seal_data(&t, r.sender_index, 0, &datagram_frame(b"from snow"));
     node.handle_datagram(NOW, from, &pkt).unwrap();
     let ev = events(&mut node);
-    let Some(Event::Connected { session, peer: who, .. }) = ev.first().cloned() else {
+    let Some(Event::Connected {
+        session, peer: who, ..
+    }) = ev.first().cloned()
+    else {
         panic!("{ev:?}")
     };
     assert_eq!(who, identity(7).node_id());
@@ -141,7 +147,10 @@ fn snow_initiator_ik_against_our_responder() {
     // And the node's datagram opens with snow's transport state.
     node.send_datagram(NOW, session, b"from node").unwrap();
     let pkt = poll_one(&mut node);
-    assert_eq!(u32::from_le_bytes(pkt[4..8].try_into().unwrap()), 0x01020304);
+    assert_eq!(
+        u32::from_le_bytes(pkt[4..8].try_into().unwrap()),
+        0x01020304
+    );
     assert_eq!(open_data(&t, &pkt), datagram_frame(b"from node"));
 }
 
@@ -195,7 +204,9 @@ fn snow_initiator_xx_against_our_responder() {
     let t = hs.into_stateless_transport_mode().unwrap();
     let pkt = seal_data(&t, r.sender_index, 0, &datagram_frame(b"xx"));
     node.handle_datagram(NOW, from, &pkt).unwrap();
-    assert!(matches!(events(&mut node).as_slice(), [Event::Datagram { data, .. }] if data == b"xx"));
+    assert!(
+        matches!(events(&mut node).as_slice(), [Event::Datagram { data, .. }] if data == b"xx")
+    );
 }
 
 #[test]
@@ -204,7 +215,9 @@ fn our_initiator_against_a_snow_responder() {
         let peer = SnowPeer::new();
         let mut node = Node::new(config(1), identity(1), NOW).unwrap();
         let spec = match pattern {
-            Pattern::IK => PeerSpec::known(identity(7).public(), x25519_public(&peer.static_private)),
+            Pattern::IK => {
+                PeerSpec::known(identity(7).public(), x25519_public(&peer.static_private))
+            }
             Pattern::XX => PeerSpec::any(),
         };
         let to = addr("10.0.0.7:7000");
@@ -259,9 +272,15 @@ fn our_initiator_against_a_snow_responder() {
         assert!(matches!(ev.as_slice(), [Event::Connected { .. }]), "{ev:?}");
         let t = hs.into_stateless_transport_mode().unwrap();
         let data = poll_one(&mut node);
-        assert_eq!(open_data(&t, &data), datagram_frame(b"early"), "{pattern:?}");
+        assert_eq!(
+            open_data(&t, &data),
+            datagram_frame(b"early"),
+            "{pattern:?}"
+        );
         let back = seal_data(&t, i.sender_index, 0, &datagram_frame(b"back"));
         node.handle_datagram(NOW, to, &back).unwrap();
-        assert!(matches!(events(&mut node).as_slice(), [Event::Datagram { data, .. }] if data == b"back"));
+        assert!(
+            matches!(events(&mut node).as_slice(), [Event::Datagram { data, .. }] if data == b"back")
+        );
     }
 }

@@ -474,3 +474,19 @@ fn the_same_seeds_give_the_same_bytes() {
     assert!(a.len() > 60);
     assert_eq!(a, run());
 }
+
+#[test]
+fn nodes_with_different_providers_interoperate() {
+    use std::sync::Arc;
+    let a = config(1).with_provider(Arc::new(proto_core::crypto::AwsLc));
+    let b = config(2);
+    for ik in [true, false] {
+        let mut p = Pair::new(a.clone(), b.clone(), 1);
+        p.set_link(faulty(10, 20, 50_000, 50_000));
+        p.connect(ik, 10 * SECOND);
+        let (sa, sb) = exchange(&mut p, 30, Duration::from_millis(3));
+        assert_subset_no_dups(&p.datagrams(Side::B), &sa);
+        assert_subset_no_dups(&p.datagrams(Side::A), &sb);
+        assert!(p.datagrams(Side::B).len() >= 20);
+    }
+}

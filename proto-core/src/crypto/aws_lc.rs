@@ -161,9 +161,11 @@ impl Dh for AwsDh {
         let pk =
             PrivateKey::from_private_key(&X25519, &self.private).map_err(|_| snow::Error::Dh)?;
         let dst = out.get_mut(..32).ok_or(snow::Error::Dh)?;
+        // snow hands over its whole key buffer; the X25519 key is its first 32 bytes.
+        let peer = pubkey.get(..32).ok_or(snow::Error::Dh)?;
         agreement::agree(
             &pk,
-            UnparsedPublicKey::new(&X25519, pubkey),
+            UnparsedPublicKey::new(&X25519, peer),
             snow::Error::Dh,
             |secret| {
                 let src = secret.get(..32).ok_or(snow::Error::Dh)?;
