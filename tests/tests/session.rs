@@ -490,3 +490,20 @@ fn nodes_with_different_providers_interoperate() {
         assert!(p.datagrams(Side::B).len() >= 20);
     }
 }
+
+#[test]
+fn a_late_duplicate_initiation_costs_nothing_after_the_handshake() {
+    let mut p = Pair::default_pair();
+    p.connect(true, 5 * SECOND);
+    let init = p
+        .wire_log
+        .iter()
+        .find(|(_, s, b)| *s == Side::A && b[1] == proto_core::wire::kind::INIT)
+        .map(|(_, _, b)| b.clone())
+        .unwrap();
+    let answered = p.b.stats().handshakes_answered;
+    p.inject(Side::B, &init);
+    assert_eq!(p.b.stats().handshakes_answered, answered);
+    assert_eq!(p.b.session_count(), 1);
+    assert_eq!(p.b.stats().drops.out_of_state, 1);
+}

@@ -36,16 +36,19 @@ impl Node {
     }
 
     fn on_init(&mut self, now: Instant, from: SocketAddr, init: &Init<'_>) {
-        // A repeated initiation for a handshake we already answered: resend the answer.
+        // A repeated initiation for a handshake we already answered: resend the answer while
+        // it is pending; once the session is established the initiator has it, so ignore it.
         if let Some(&id) = self.responding_to.get(&(from, init.sender_index)) {
-            if let Some(Entry {
-                state: State::Responding { retry, .. },
-                ..
-            }) = self.entries.get(&id)
-            {
-                let packet = retry.packet.clone();
-                self.stats.handshake_retransmits += 1;
-                self.push_control(from, packet);
+            match self.entries.get(&id) {
+                Some(Entry {
+                    state: State::Responding { retry, .. },
+                    ..
+                }) => {
+                    let packet = retry.packet.clone();
+                    self.stats.handshake_retransmits += 1;
+                    self.push_control(from, packet);
+                }
+                _ => self.stats.drops.out_of_state += 1,
             }
             return;
         }
@@ -146,7 +149,6 @@ impl Node {
             hs: if ready.is_some() { None } else { Some(hs) },
             ready,
             remote_index: init.sender_index,
-            init_key: (from, init.sender_index),
             retry,
             early: Vec::new(),
         };
@@ -159,6 +161,7 @@ impl Node {
                 };
                 self.by_index.remove(&e.local_index);
                 e.local_index = local_index;
+                e.init_key = Some((from, init.sender_index));
                 e.created = now;
                 e.pattern = init.pattern;
                 e.state = state;
@@ -175,6 +178,7 @@ impl Node {
                         announced: false,
                         expected: None,
                         pattern: init.pattern,
+                        init_key: Some((from, init.sender_index)),
                         state,
                         outbox: Default::default(),
                         ping_pending: false,

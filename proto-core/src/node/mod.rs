@@ -42,6 +42,9 @@ struct Entry {
     /// Refuse the peer unless it is this identity.
     expected: Option<PublicIdentity>,
     pattern: Pattern,
+    /// For sessions we answered: the initiator's (address, index), so that a repeated INIT is
+    /// recognised for as long as the session lives.
+    init_key: Option<(SocketAddr, u32)>,
     state: State,
     outbox: VecDeque<Vec<u8>>,
     ping_pending: bool,
@@ -70,7 +73,6 @@ enum State {
         hs: Option<Handshake>,
         ready: Option<(Completed, PacketProtection)>,
         remote_index: u32,
-        init_key: (SocketAddr, u32),
         retry: Retry,
         early: Vec<Vec<u8>>,
     },
@@ -302,6 +304,7 @@ impl Node {
             announced: true,
             expected: peer.identity,
             pattern: hs.pattern(),
+            init_key: None,
             state: State::Initiating {
                 hs,
                 noise,
@@ -672,12 +675,16 @@ impl Node {
                 }
                 None
             }
-            State::Responding { init_key, .. } => {
-                self.responding_to.remove(init_key);
+            State::Responding { .. } => {
                 self.half_open = self.half_open.saturating_sub(1);
                 None
             }
         };
+        if let Some(key) = &e.init_key {
+            if self.responding_to.get(key) == Some(&id) {
+                self.responding_to.remove(key);
+            }
+        }
         if let (true, Some(reason)) = (e.announced, reason) {
             self.push_event(Event::Disconnected {
                 session: id,
@@ -717,8 +724,7 @@ impl Node {
                     self.initiating_to.remove(&e.addr);
                 }
             }
-            State::Responding { init_key, .. } => {
-                self.responding_to.remove(init_key);
+            State::Responding { .. } => {
                 self.half_open = self.half_open.saturating_sub(1);
             }
             State::Established(_) => return,
