@@ -80,6 +80,9 @@ pub struct LinkStats {
     pub delivered: u64,
 }
 
+/// A datagram on the link: (arrival time, sequence number, recipient, bytes).
+type InFlight = Reverse<(Instant, u64, Side, Vec<u8>)>;
+
 /// Two nodes and the link between them.
 pub struct Pair {
     /// Node A.
@@ -107,7 +110,7 @@ pub struct Pair {
     /// When set, every datagram sent is passed through this filter; `None` drops it.
     #[allow(clippy::type_complexity)]
     pub tap: Option<Box<dyn FnMut(Side, Vec<u8>) -> Option<Vec<u8>>>>,
-    in_flight: BinaryHeap<Reverse<(Instant, u64, Side, Vec<u8>)>>,
+    in_flight: BinaryHeap<InFlight>,
     seq: u64,
     rng: Rng,
     buf: Vec<u8>,
