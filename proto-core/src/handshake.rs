@@ -144,9 +144,9 @@ impl Handshake {
         let mut state = build(keys, pattern, seed, remote_static, true)?;
         let payload: &[u8] = match pattern {
             Pattern::IK => &keys.binding,
-            Pattern::XX => &[],
+            Pattern::XX => &[0u8; crate::wire::XX_INIT_PADDING],
         };
-        let mut msg = vec![0u8; noise_len::IK_INIT.max(noise_len::XX_INIT)];
+        let mut msg = vec![0u8; noise_len::IK_INIT.max(noise_len::XX_INIT) + 64];
         let n = state
             .write_message(payload, &mut msg)
             .map_err(|_| HandshakeError::Setup)?;
@@ -173,7 +173,7 @@ impl Handshake {
         cache: &mut BindingCache,
     ) -> Result<(Handshake, Vec<u8>, Option<Completed>), HandshakeError> {
         let mut state = build(keys, pattern, seed, None, false)?;
-        let mut payload = [0u8; BINDING_LEN + 16];
+        let mut payload = [0u8; crate::wire::XX_INIT_PADDING];
         let n = state
             .read_message(init_noise, &mut payload)
             .map_err(|_| HandshakeError::Noise)?;
@@ -183,7 +183,8 @@ impl Handshake {
                 Some(cache.verify(&binding, &remote_static(&state)?)?)
             }
             Pattern::XX => {
-                if n != 0 {
+                let padding = payload.get(..n).unwrap_or(&[]);
+                if n != crate::wire::XX_INIT_PADDING || padding.iter().any(|&b| b != 0) {
                     return Err(HandshakeError::Noise);
                 }
                 None

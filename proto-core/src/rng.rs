@@ -25,15 +25,7 @@ impl Seed {
     /// A seed made from a small integer, convenient for tests and simulations.
     #[must_use]
     pub fn from_u64(n: u64) -> Seed {
-        let mut bytes = [0u8; 32];
-        let mut i = 0;
-        for b in n.to_le_bytes() {
-            if let Some(slot) = bytes.get_mut(i) {
-                *slot = b;
-            }
-            i += 1;
-        }
-        Seed(derive_key(&bytes, b"net/seed-from-u64", 0))
+        Seed(derive_key(&[0u8; 32], b"net/seed-from-u64", n))
     }
 
     /// The sub-seed for `purpose` and `index`: independent of every other (purpose, index).

@@ -507,3 +507,79 @@ fn a_late_duplicate_initiation_costs_nothing_after_the_handshake() {
     assert_eq!(p.b.session_count(), 1);
     assert_eq!(p.b.stats().drops.out_of_state, 1);
 }
+
+#[test]
+fn a_spoofed_initiation_is_answered_once_and_never_amplified() {
+    for ik in [true, false] {
+        let mut p = Pair::default_pair();
+        let spec = if ik { p.b.peer_spec() } else { PeerSpec::any() };
+        p.a.connect(p.now, p.b_addr, spec).unwrap();
+        let mut buf = vec![0u8; 1500];
+        let t = p.a.poll_transmit(p.now, &mut buf).unwrap().unwrap();
+        let init = buf[..t.len].to_vec();
+        // The victim's address is spoofed as the source; the responder answers it exactly once.
+        let victim: std::net::SocketAddr = "203.0.113.9:53".parse().unwrap();
+        p.b.handle_datagram(p.now, victim, &init).unwrap();
+        let mut sent = 0;
+        let mut t_end = p.now;
+        for _ in 0..40 {
+            while let Some(t) = p.b.poll_transmit(t_end, &mut buf).unwrap() {
+                assert_eq!(t.destination, victim);
+                sent += t.len;
+            }
+            t_end = t_end + Duration::from_millis(500);
+            p.b.handle_timeout(t_end).unwrap();
+        }
+        assert!(sent > 0);
+        assert!(
+            sent <= init.len(),
+            "ik={ik}: {sent} bytes out for {} in",
+            init.len()
+        );
+        assert_eq!(p.b.session_count(), 0, "the half-open handshake expired");
+    }
+}
+
+#[test]
+fn a_damaged_final_does_not_poison_the_xx_responder() {
+    let mut p = Pair::default_pair();
+    // Corrupt the first FINAL beyond its first 48 bytes (after snow has mixed the `se` key),
+    // then let the retransmitted FINAL through.
+    let mut corrupted = false;
+    p.tap = Some(Box::new(move |from, mut bytes| {
+        if from == Side::A && bytes[1] == proto_core::wire::kind::FINAL && !corrupted {
+            corrupted = true;
+            bytes[8 + 100] ^= 0x01;
+        }
+        Some(bytes)
+    }));
+    p.connect(false, 10 * SECOND);
+    assert_eq!(p.b.stats().drops.handshake_failed, 1);
+    let (sa, sb) = exchange(&mut p, 5, Duration::from_millis(5));
+    assert_eq!(p.datagrams(Side::B), sa);
+    assert_eq!(p.datagrams(Side::A), sb);
+}
+
+#[test]
+fn a_lost_confirmation_is_repeated_until_acknowledged() {
+    for ik in [true, false] {
+        let mut p = Pair::default_pair();
+        // Drop A's first confirmation (PING for IK, FINAL for XX).
+        let mut dropped = false;
+        p.tap = Some(Box::new(move |from, bytes| {
+            let confirmation = bytes[1] == proto_core::wire::kind::DATA
+                || bytes[1] == proto_core::wire::kind::FINAL;
+            if from == Side::A && confirmation && !dropped {
+                dropped = true;
+                return None;
+            }
+            Some(bytes)
+        }));
+        p.connect(ik, 5 * SECOND);
+        assert!(p.a.stats().handshake_retransmits >= 1, "ik={ik}");
+        // Once acknowledged, nothing more is repeated.
+        let after = p.a.stats().handshake_retransmits;
+        p.run_for(20 * SECOND);
+        assert_eq!(p.a.stats().handshake_retransmits, after, "ik={ik}");
+    }
+}

@@ -82,7 +82,16 @@ fn handshake_and_datagrams_over_loopback_udp() {
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    assert_eq!(b.received(), (0..20u8).map(|i| vec![i; 100]).collect::<Vec<_>>());
+    assert_eq!(
+        b.received(),
+        (0..20u8).map(|i| vec![i; 100]).collect::<Vec<_>>()
+    );
     assert_eq!(a.received(), vec![b"all 20 arrived".to_vec()]);
-    assert!(matches!(a.events[0], Event::Connected { initiator: true, .. }));
+    assert!(matches!(
+        a.events[0],
+        Event::Connected {
+            initiator: true,
+            ..
+        }
+    ));
 }

@@ -1,16 +1,19 @@
 //! The node's inbound path: one received datagram, routed to the handshake or session it is
 //! addressed to, with every refusal counted.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::{Entry, Node, Retry, SessionId, State};
+use super::{Entry, Node, Rebuild, Retry, SessionId, State, MAX_COOKIES, MAX_REBUILDS};
 use crate::cookie::Admission;
 use crate::handshake::{Handshake, HandshakeError};
 use crate::session::{OpenFailure, PacketProtection};
 use crate::time::Instant;
 use crate::wire::frame::{Frame, Frames};
-use crate::wire::{self, CookieReply, DataHeader, Final, Init, Packet, Response, WireError};
+use crate::wire::{
+    self, CookieReply, DataHeader, Final, Init, Packet, Pattern, Response, WireError,
+};
 use crate::Event;
 
 use super::types::DisconnectReason;
@@ -41,10 +44,10 @@ impl Node {
         if let Some(&id) = self.responding_to.get(&(from, init.sender_index)) {
             match self.entries.get(&id) {
                 Some(Entry {
-                    state: State::Responding { retry, .. },
+                    state: State::Responding { response, .. },
                     ..
                 }) => {
-                    let packet = retry.packet.clone();
+                    let packet = response.clone();
                     self.stats.handshake_retransmits += 1;
                     self.push_control(from, packet);
                 }
@@ -104,6 +107,13 @@ impl Node {
             return;
         }
         let seed = self.next_handshake_seed();
+        let rebuild = (init.pattern == Pattern::XX).then(|| {
+            Box::new(Rebuild {
+                seed: seed.clone(),
+                init_noise: init.noise.to_vec(),
+                left: MAX_REBUILDS,
+            })
+        });
         let (hs, noise, done) = match Handshake::respond(
             &self.keys,
             seed,
@@ -138,18 +148,14 @@ impl Node {
                 self.rekey_policy(),
                 now,
             );
-            (d, prot)
+            Box::new((d, prot))
         });
-        let retry = Retry {
-            packet,
-            attempts: 0,
-            next: now + self.retry_delay(0),
-        };
         let state = State::Responding {
             hs: if ready.is_some() { None } else { Some(hs) },
             ready,
             remote_index: init.sender_index,
-            retry,
+            response: packet,
+            rebuild,
             early: Vec::new(),
         };
         let id = match yielding {
@@ -207,19 +213,6 @@ impl Node {
         };
         let hs = match &mut e.state {
             State::Initiating { hs, .. } => hs,
-            State::Established(est) if est.initiator => {
-                // The responder did not hear our confirmation: repeat it.
-                let confirm = est.confirm.clone();
-                let addr = e.addr;
-                match confirm {
-                    Some(packet) => self.push_control(addr, packet),
-                    None => {
-                        e.ping_pending = true;
-                        self.mark_ready(id);
-                    }
-                }
-                return;
-            }
             _ => {
                 self.stats.drops.out_of_state += 1;
                 return;
@@ -228,21 +221,20 @@ impl Node {
         match hs.read_response(resp.noise, &mut self.bindings) {
             Ok((fin, done)) => {
                 e.addr = from;
-                let confirm = fin.map(|noise| {
-                    let mut packet = Vec::with_capacity(noise.len() + 8);
-                    wire::encode_final(
-                        &mut packet,
-                        &Final {
-                            receiver_index: resp.sender_index,
-                            noise: &noise,
-                        },
-                    );
-                    packet
-                });
-                let needs_ping = confirm.is_none();
-                if let Some(packet) = &confirm {
-                    self.push_control(from, packet.clone());
-                }
+                // The confirmation: FINAL for XX; for IK an empty packet stands for a PING.
+                let packet = fin
+                    .map(|noise| {
+                        let mut packet = Vec::with_capacity(noise.len() + 8);
+                        wire::encode_final(
+                            &mut packet,
+                            &Final {
+                                receiver_index: resp.sender_index,
+                                noise: &noise,
+                            },
+                        );
+                        packet
+                    })
+                    .unwrap_or_default();
                 let prot = PacketProtection::new(
                     self.keys.provider.clone(),
                     &done.send_key,
@@ -251,14 +243,13 @@ impl Node {
                     self.rekey_policy(),
                     now,
                 );
-                self.establish(now, id, done, prot, confirm);
-                if needs_ping {
-                    // IK: the responder waits for one authentic packet before it trusts us.
-                    if let Some(e) = self.entries.get_mut(&id) {
-                        e.ping_pending = true;
-                    }
-                    self.mark_ready(id);
-                }
+                let confirm = Retry {
+                    packet: packet.clone(),
+                    attempts: 0,
+                    next: now + self.retry_delay(0),
+                };
+                self.establish(now, id, done, prot, Some(confirm));
+                self.resend_confirmation(id, from, packet);
             }
             Err(HandshakeError::Noise) | Err(HandshakeError::OutOfOrder) => {
                 // Not from the peer (or garbled): snow restored its state; wait for the real one.
@@ -284,6 +275,7 @@ impl Node {
             hs: Some(hs),
             remote_index,
             early,
+            rebuild,
             ..
         } = &mut e.state
         else {
@@ -312,6 +304,30 @@ impl Node {
             }
             Err(HandshakeError::Noise) | Err(HandshakeError::OutOfOrder) => {
                 self.stats.drops.handshake_failed += 1;
+                // The failed read may have left snow's cipher key advanced: rebuild the
+                // responder exactly as it was after our RESPONSE (same seed, same INIT).
+                let rebuilt = match rebuild.as_deref_mut() {
+                    Some(r) if r.left > 0 => {
+                        r.left -= 1;
+                        Handshake::respond(
+                            &self.keys,
+                            r.seed.clone(),
+                            Pattern::XX,
+                            &r.init_noise,
+                            &mut self.bindings,
+                        )
+                        .ok()
+                        .map(|(fresh, _, _)| fresh)
+                    }
+                    _ => None,
+                };
+                match rebuilt {
+                    Some(fresh) => *hs = fresh,
+                    None => self.remove(
+                        id,
+                        Some(DisconnectReason::HandshakeFailed(HandshakeError::Noise)),
+                    ),
+                }
             }
             Err(err) => {
                 self.stats.drops.handshake_failed += 1;
@@ -329,10 +345,23 @@ impl Node {
             self.stats.drops.unknown_index += 1;
             return;
         };
-        let State::Initiating { noise, retry, .. } = &mut e.state else {
+        let State::Initiating {
+            noise,
+            retry,
+            cookies,
+            ..
+        } = &mut e.state
+        else {
             self.stats.drops.out_of_state += 1;
             return;
         };
+        // Cookie replies are not authenticated: follow a few per initiation, never an
+        // unbounded stream of them.
+        if e.addr != from || *cookies >= MAX_COOKIES {
+            self.stats.drops.out_of_state += 1;
+            return;
+        }
+        *cookies += 1;
         if e.addr != from {
             self.stats.drops.out_of_state += 1;
             return;
@@ -359,6 +388,7 @@ impl Node {
             return;
         };
         let max_early = self.config.max_early_packets;
+        let max_packet = self.config.max_packet_size;
         let Some(e) = self.entries.get_mut(&id) else {
             self.stats.drops.unknown_index += 1;
             return;
@@ -369,14 +399,13 @@ impl Node {
         let opened = match &mut e.state {
             State::Established(est) => est.prot.open(now, h, &mut scratch),
             State::Responding {
-                ready: Some((_, prot)),
-                ..
-            } => prot.open(now, h, &mut scratch),
+                ready: Some(ready), ..
+            } => ready.1.open(now, h, &mut scratch),
             State::Responding {
                 ready: None, early, ..
             } => {
                 // XX: the initiator's data overtook its FINAL. Keep a few to process later.
-                if early.len() < max_early {
+                if early.len() < max_early && whole.len() <= max_packet {
                     early.push(whole.to_vec());
                 } else {
                     self.stats.drops.early_overflow += 1;
@@ -408,7 +437,8 @@ impl Node {
         e.addr = from;
         if let State::Responding { ready, .. } = &mut e.state {
             // IK responder: the first authentic packet confirms the initiator.
-            if let Some((done, prot)) = ready.take() {
+            if let Some(ready) = ready.take() {
+                let (done, prot) = *ready;
                 self.establish(now, id, done, prot, None);
             }
         }

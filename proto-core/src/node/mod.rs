@@ -15,6 +15,7 @@ pub use types::{
     SessionInfo, TimerReason, Transmit,
 };
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -66,30 +67,48 @@ enum State {
         hs: Handshake,
         noise: Vec<u8>,
         retry: Retry,
+        /// Cookie challenges followed so far.
+        cookies: u8,
     },
     /// We answered an INIT. IK: keys are ready, waiting for the first DATA to confirm.
-    /// XX: waiting for FINAL.
+    /// XX: waiting for FINAL. A responder never retransmits on its own (that would let a
+    /// spoofed INIT buy several answers); it answers each repeated INIT once.
     Responding {
         hs: Option<Handshake>,
-        ready: Option<(Completed, PacketProtection)>,
+        ready: Option<Box<(Completed, PacketProtection)>>,
         remote_index: u32,
-        retry: Retry,
+        /// Our RESPONSE, resent when the INIT is repeated.
+        response: Vec<u8>,
+        /// What rebuilds the XX responder state if a damaged FINAL corrupted it.
+        rebuild: Option<Box<Rebuild>>,
         early: Vec<Vec<u8>>,
     },
     /// Keys agreed and peer authenticated.
     Established(Box<Established>),
 }
 
-use alloc::boxed::Box;
+/// snow does not roll its cipher key back when a message fails after a DH token, so a FINAL
+/// damaged after its first 48 bytes would poison an XX responder for good. The responder state
+/// is a pure function of our keys, the handshake seed and the INIT, so it is rebuilt instead.
+struct Rebuild {
+    seed: Seed,
+    init_noise: Vec<u8>,
+    left: u8,
+}
+
+/// How many times one XX responder may be rebuilt after failed FINALs.
+const MAX_REBUILDS: u8 = 2;
+/// How many cookie challenges one initiation follows (more are ignored).
+const MAX_COOKIES: u8 = 3;
 
 struct Established {
     prot: PacketProtection,
     peer: PublicIdentity,
     last_sent: Instant,
     last_recv: Instant,
-    /// The initiator's confirmation (FINAL for XX), resent if the responder repeats RESPONSE.
-    confirm: Option<Vec<u8>>,
-    initiator: bool,
+    /// Initiator only: our confirmation (FINAL for XX, a PING for IK) is resent on the
+    /// handshake schedule until the first packet from the responder proves it arrived.
+    confirm: Option<Retry>,
 }
 
 /// A node: many sessions over one UDP socket, as a pure state machine.
@@ -313,6 +332,7 @@ impl Node {
                     attempts: 0,
                     next: first_retry,
                 },
+                cookies: 0,
             },
             outbox: VecDeque::new(),
             ping_pending: false,
@@ -576,21 +596,29 @@ impl Node {
         };
         let hs_deadline = e.created + self.config.handshake_timeout;
         let next = match &e.state {
-            State::Initiating { retry, .. } | State::Responding { retry, .. } => {
+            State::Initiating { retry, .. } => {
                 if retry.next < hs_deadline {
                     Some((retry.next, TimerReason::HandshakeRetransmit))
                 } else {
                     Some((hs_deadline, TimerReason::HandshakeTimeout))
                 }
             }
+            State::Responding { .. } => Some((hs_deadline, TimerReason::HandshakeTimeout)),
             State::Established(est) => {
-                let keepalive = est.last_sent + self.config.keepalive_interval;
-                let idle = est.last_recv + self.config.idle_timeout;
-                if keepalive <= idle {
-                    Some((keepalive, TimerReason::Keepalive))
-                } else {
-                    Some((idle, TimerReason::Idle))
-                }
+                let keepalive = (
+                    est.last_sent + self.config.keepalive_interval,
+                    TimerReason::Keepalive,
+                );
+                let idle = (est.last_recv + self.config.idle_timeout, TimerReason::Idle);
+                let confirm = est
+                    .confirm
+                    .as_ref()
+                    .filter(|r| r.next < hs_deadline)
+                    .map(|r| (r.next, TimerReason::HandshakeRetransmit));
+                [Some(keepalive), Some(idle), confirm]
+                    .into_iter()
+                    .flatten()
+                    .min()
             }
         };
         if e.scheduled == next {
@@ -613,17 +641,17 @@ impl Node {
         let addr = e.addr;
         let expired = now >= e.created + hs_timeout;
         match &mut e.state {
-            State::Initiating { retry, .. } | State::Responding { retry, .. } => {
-                if expired {
-                    self.remove(id, Some(DisconnectReason::HandshakeTimeout));
-                    return;
-                }
+            State::Initiating { .. } | State::Responding { .. } if expired => {
+                self.remove(id, Some(DisconnectReason::HandshakeTimeout));
+                return;
+            }
+            State::Initiating { retry, .. } => {
                 if now >= retry.next {
                     retry.attempts += 1;
                     let packet = retry.packet.clone();
                     let attempts = retry.attempts;
                     let delay = self.retry_delay(attempts);
-                    if let Some(State::Initiating { retry, .. } | State::Responding { retry, .. }) =
+                    if let Some(State::Initiating { retry, .. }) =
                         self.entries.get_mut(&id).map(|e| &mut e.state)
                     {
                         retry.next = now + delay;
@@ -632,21 +660,61 @@ impl Node {
                     self.push_control(addr, packet);
                 }
             }
+            State::Responding { .. } => {}
             State::Established(est) => {
                 if now >= est.last_recv + self.config.idle_timeout {
                     self.remove(id, Some(DisconnectReason::IdleTimeout));
                     return;
                 }
-                if now >= est.last_sent + self.config.keepalive_interval {
-                    e.ping_pending = true;
+                let mut resend = None;
+                if est.confirm.as_ref().is_some_and(|r| now >= r.next) {
+                    if expired {
+                        // The responder never acknowledged; keepalives carry on from here.
+                        est.confirm = None;
+                    } else if let Some(r) = est.confirm.as_mut() {
+                        r.attempts += 1;
+                        resend = Some((r.attempts, r.packet.clone()));
+                    }
+                }
+                let keepalive_due = now >= est.last_sent + self.config.keepalive_interval;
+                if keepalive_due {
                     // Count the keepalive as sent now so the timer moves on even if the
                     // transmit is never drained.
                     est.last_sent = now;
+                    e.ping_pending = true;
+                }
+                if let Some((attempts, packet)) = resend {
+                    let delay = self.retry_delay(attempts);
+                    if let Some(Entry {
+                        state: State::Established(est),
+                        ..
+                    }) = self.entries.get_mut(&id)
+                    {
+                        if let Some(r) = est.confirm.as_mut() {
+                            r.next = now + delay;
+                        }
+                    }
+                    self.stats.handshake_retransmits += 1;
+                    self.resend_confirmation(id, addr, packet);
+                }
+                if keepalive_due {
                     self.mark_ready(id);
                 }
             }
         }
         self.reschedule(id);
+    }
+
+    /// Sends the initiator's confirmation again: the FINAL (XX), or a PING (IK, empty packet).
+    fn resend_confirmation(&mut self, id: SessionId, addr: SocketAddr, packet: Vec<u8>) {
+        if packet.is_empty() {
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.ping_pending = true;
+            }
+            self.mark_ready(id);
+        } else {
+            self.push_control(addr, packet);
+        }
     }
 
     /// Removes a session from every table, announcing `reason` if the application knows it.
@@ -701,7 +769,7 @@ impl Node {
         id: SessionId,
         done: Completed,
         prot: PacketProtection,
-        confirm: Option<Vec<u8>>,
+        confirm: Option<Retry>,
     ) {
         let Some(e) = self.entries.get_mut(&id) else {
             return;
@@ -735,7 +803,6 @@ impl Node {
             last_sent: now,
             last_recv: now,
             confirm,
-            initiator,
         }));
         e.announced = true;
         let addr = e.addr;
@@ -755,6 +822,13 @@ impl Node {
             addr,
             initiator,
         });
+        if !initiator {
+            // Acknowledge at once, so the initiator stops repeating its confirmation even if
+            // our application has nothing to say.
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.ping_pending = true;
+            }
+        }
         self.mark_ready(id);
         self.reschedule(id);
     }

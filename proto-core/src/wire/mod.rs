@@ -21,6 +21,11 @@ pub const DATA_HEADER_LEN: usize = 16;
 /// Bytes a DATA packet adds around its plaintext: header plus AEAD tag.
 pub const DATA_OVERHEAD: usize = DATA_HEADER_LEN + crate::crypto::TAG_LEN;
 
+/// Zero bytes carried as the (clear) payload of XX message 1. An XX RESPONSE packet is 204
+/// bytes; padding the INIT packet to 208 means a spoofed INIT can never make a responder send
+/// more bytes than it received (no reflection amplification).
+pub const XX_INIT_PADDING: usize = 168;
+
 /// Length of an X25519 public key.
 const DH_LEN: usize = 32;
 /// Length of an AEAD tag inside Noise messages.
@@ -35,8 +40,9 @@ pub mod noise_len {
     pub const IK_INIT: usize = DH_LEN + DH_LEN + NOISE_TAG + PAYLOAD_LEN + NOISE_TAG;
     /// IK message 2: `e, ee, se` + payload.
     pub const IK_RESPONSE: usize = DH_LEN + PAYLOAD_LEN + NOISE_TAG;
-    /// XX message 1: `e`, empty payload.
-    pub const XX_INIT: usize = DH_LEN;
+    /// XX message 1: `e`, then a payload of [`XX_INIT_PADDING`](super::XX_INIT_PADDING) zero
+    /// bytes, so that the message is no smaller than the RESPONSE it elicits.
+    pub const XX_INIT: usize = DH_LEN + super::XX_INIT_PADDING;
     /// XX message 2: `e, ee, s, es` + payload.
     pub const XX_RESPONSE: usize = DH_LEN + DH_LEN + NOISE_TAG + PAYLOAD_LEN + NOISE_TAG;
     /// XX message 3: `s, se` + payload.
@@ -427,7 +433,7 @@ mod tests {
             },
         );
         assert_eq!(hex(&out[..8]), "0101010001020304");
-        assert_eq!(out.len(), 8 + 32);
+        assert_eq!(out.len(), 8 + 200);
         assert_eq!(
             decode(&out),
             Ok(Packet::Init(Init {
@@ -527,7 +533,7 @@ mod tests {
             Err(WireError::Malformed)
         );
         let mut init = alloc::vec![1, kind::INIT, 1, 0, 0, 0, 0, 0];
-        init.extend_from_slice(&[0; 31]);
+        init.extend_from_slice(&[0; 199]);
         assert_eq!(decode(&init), Err(WireError::Truncated));
         init.extend_from_slice(&[0; 2]);
         assert_eq!(decode(&init), Err(WireError::Malformed));
@@ -545,7 +551,7 @@ mod tests {
     fn lengths_match_the_patterns() {
         assert_eq!(noise_len::IK_INIT, 192);
         assert_eq!(noise_len::IK_RESPONSE, 144);
-        assert_eq!(noise_len::XX_INIT, 32);
+        assert_eq!(noise_len::XX_INIT, 200);
         assert_eq!(noise_len::XX_RESPONSE, 192);
         assert_eq!(noise_len::XX_FINAL, 160);
         assert_eq!(Pattern::IK.prologue(), *b"net/1\0\0\0");
