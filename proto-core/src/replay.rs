@@ -6,8 +6,9 @@
 
 /// Blocks of 64 counters in the ring.
 const BLOCKS: usize = 33;
-/// Counters at most this far behind the highest accepted one are tracked; older ones are
-/// rejected. At least 2048, as the session contract promises.
+/// Counters less than this far behind the highest accepted one are tracked (the highest and
+/// the `WINDOW - 1` below it); older ones are rejected. At least 2048, as the session contract
+/// promises.
 pub const WINDOW: u64 = ((BLOCKS as u64) - 1) * 64;
 const _: () = assert!(
     WINDOW >= 2048,

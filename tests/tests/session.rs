@@ -273,6 +273,14 @@ fn simultaneous_open_resolves_to_one_session() {
             let sa = p.a.connect(now, p.b_addr, spec_a).unwrap();
             let sb = p.b.connect(now, p.a_addr, spec_b).unwrap();
             p.drain();
+            // Once one side has yielded, connecting again still names the same session.
+            assert!(p.run_until_cond(5 * SECOND, |p| {
+                p.a.stats().handshakes_answered + p.b.stats().handshakes_answered > 0
+            }));
+            let now = p.now;
+            assert_eq!(p.a.connect(now, p.b_addr, spec_a).unwrap(), sa);
+            assert_eq!(p.b.connect(now, p.a_addr, spec_b).unwrap(), sb);
+            p.drain();
             assert!(p.run_until_cond(5 * SECOND, |p| p.connected(Side::A) && p.connected(Side::B)));
             p.run_for(SECOND);
             assert_eq!(p.a.session_count(), 1, "ik={ik} seed={seed}");

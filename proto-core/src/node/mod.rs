@@ -119,8 +119,11 @@ pub struct Node {
     identity: Identity,
     keys: LocalKeys,
     clock: Clock,
-    rng: Rng,
-    handshake_seeds: u64,
+    /// Independent random streams per purpose, so that (for example) a retransmission's jitter
+    /// never shifts the keys of the next handshake.
+    seed_rng: Rng,
+    index_rng: Rng,
+    jitter_rng: Rng,
     next_session: u64,
     entries: BTreeMap<SessionId, Entry>,
     by_index: BTreeMap<u32, SessionId>,
@@ -172,13 +175,14 @@ impl Node {
             config.max_tracked_sources,
         );
         Ok(Node {
-            rng: config.seed.rng("net/node", 0),
+            seed_rng: config.seed.rng("net/handshake-seeds", 0),
+            index_rng: config.seed.rng("net/session-indices", 0),
+            jitter_rng: config.seed.rng("net/retry-jitter", 0),
             bindings: BindingCache::new(config.binding_cache),
             keys,
             gate,
             identity,
             clock: Clock::new(now),
-            handshake_seeds: 0,
             next_session: 1,
             entries: BTreeMap::new(),
             by_index: BTreeMap::new(),
@@ -287,9 +291,10 @@ impl Node {
         if let Some(&id) = self.initiating_to.get(&addr) {
             return Ok(id);
         }
+        // A session the application already holds for this address (established, or set up
+        // after our own initiation yielded to the peer's in a simultaneous open).
         if let Some(id) = self.entries.iter().find_map(|(id, e)| {
-            (e.addr == addr && e.announced && matches!(e.state, State::Established(_)))
-                .then_some(*id)
+            (e.addr == addr && e.announced && e.close_pending.is_none()).then_some(*id)
         }) {
             return Ok(id);
         }
@@ -523,18 +528,12 @@ impl Node {
     }
 
     fn next_handshake_seed(&mut self) -> Seed {
-        self.handshake_seeds += 1;
-        let mut b = self.rng.bytes32();
-        // Mix the counter in so that two seeds never coincide even if the RNG repeats.
-        if let Some(first) = b.first_mut() {
-            *first ^= self.handshake_seeds as u8;
-        }
-        Seed(b)
+        Seed(self.seed_rng.bytes32())
     }
 
     fn fresh_index(&mut self) -> u32 {
         loop {
-            let i = self.rng.next_u32();
+            let i = self.index_rng.next_u32();
             if !self.by_index.contains_key(&i) {
                 return i;
             }
@@ -556,7 +555,7 @@ impl Node {
             .saturating_mul(1u32 << attempt.min(16))
             .min(self.config.handshake_retry_max);
         let quarter = crate::time::duration_nanos(base) / 4;
-        base + Duration::from_nanos(self.rng.below(quarter.saturating_add(1)))
+        base + Duration::from_nanos(self.jitter_rng.below(quarter.saturating_add(1)))
     }
 
     fn push_control(&mut self, to: SocketAddr, packet: Vec<u8>) {
@@ -575,7 +574,12 @@ impl Node {
             }
             self.queued_datagram_events += 1;
         }
-        // Lifecycle events are at most two per session, so `max_sessions` bounds them.
+        // Lifecycle events are at most two per session; the cap only bites when sessions churn
+        // while the application does not drain its events at all.
+        if self.events.len() >= self.config.max_queued_received + 2 * self.config.max_sessions {
+            self.stats.drops.event_queue_full += 1;
+            return;
+        }
         self.events.push_back(ev);
     }
 

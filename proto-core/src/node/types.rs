@@ -309,9 +309,10 @@ pub struct DropCounters {
     pub simultaneous_open: u64,
     /// Packets for a responder that kept no more early packets.
     pub early_overflow: u64,
-    /// Received datagrams dropped because the event queue was full.
+    /// Events dropped because the event queue was full (received datagrams beyond
+    /// `max_queued_received`; any event beyond that plus two per possible session).
     pub event_queue_full: u64,
-    /// Control messages (handshake, cookie, keepalive) dropped because their queue was full.
+    /// Handshake and cookie messages dropped because the control queue was full.
     pub control_queue_full: u64,
 }
 
