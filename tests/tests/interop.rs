@@ -41,6 +41,23 @@ impl SnowPeer {
     }
 }
 
+/// Sends `noise` as an INIT from 10.0.0.7:7000 and returns the node's RESPONSE.
+fn initiate(node: &mut Node, pattern: Pattern, sender_index: u32, noise: &[u8]) -> Vec<u8> {
+    let mut init = Vec::new();
+    wire::encode_init(
+        &mut init,
+        &wire::Init {
+            pattern,
+            sender_index,
+            cookie: None,
+            noise,
+        },
+    );
+    node.handle_datagram(NOW, addr("10.0.0.7:7000"), &init)
+        .unwrap();
+    poll_one(node)
+}
+
 fn poll_one(node: &mut Node) -> Vec<u8> {
     let mut buf = vec![0u8; 1500];
     let t = node
@@ -108,19 +125,8 @@ fn snow_initiator_ik_against_our_responder() {
     let mut msg = vec![0u8; 512];
     let n = hs.write_message(&peer.binding, &mut msg).unwrap();
     assert_eq!(n, wire::noise_len::IK_INIT);
-    let mut init = Vec::new();
-    wire::encode_init(
-        &mut init,
-        &wire::Init {
-            pattern: Pattern::IK,
-            sender_index: 0x01020304,
-            cookie: None,
-            noise: &msg[..n],
-        },
-    );
     let from = addr("10.0.0.7:7000");
-    node.handle_datagram(NOW, from, &init).unwrap();
-    let resp = poll_one(&mut node);
+    let resp = initiate(&mut node, Pattern::IK, 0x01020304, &msg[..n]);
     let Ok(wire::Packet::Response(r)) = wire::decode(&resp) else {
         panic!()
     };
@@ -168,19 +174,8 @@ fn snow_initiator_xx_against_our_responder() {
     let n = hs
         .write_message(&[0u8; wire::XX_INIT_PADDING], &mut msg)
         .unwrap();
-    let mut init = Vec::new();
-    wire::encode_init(
-        &mut init,
-        &wire::Init {
-            pattern: Pattern::XX,
-            sender_index: 9,
-            cookie: None,
-            noise: &msg[..n],
-        },
-    );
     let from = addr("10.0.0.7:7000");
-    node.handle_datagram(NOW, from, &init).unwrap();
-    let resp = poll_one(&mut node);
+    let resp = initiate(&mut node, Pattern::XX, 9, &msg[..n]);
     let Ok(wire::Packet::Response(r)) = wire::decode(&resp) else {
         panic!()
     };
