@@ -154,7 +154,7 @@ impl Gatekeeper {
             .min(full);
         // Advance by whole milliseconds only, so that sub-millisecond remainders are not lost
         // when initiations arrive faster than one per millisecond.
-        bucket.updated = bucket.updated + Duration::from_millis(elapsed_ms);
+        bucket.updated += Duration::from_millis(elapsed_ms);
         let has_token = bucket.milli_tokens >= 1000;
         match (loaded || !has_token, cookie_ok, has_token) {
             (false, _, _) => {
@@ -274,7 +274,7 @@ mod tests {
             if g.admit(t, addr(1, 1), false, true) == Admission::Accept {
                 accepted += 1;
             }
-            t = t + Duration::from_micros(500);
+            t += Duration::from_micros(500);
         }
         assert_eq!(accepted, 6);
     }

@@ -535,7 +535,7 @@ fn a_spoofed_initiation_is_answered_once_and_never_amplified() {
                 assert_eq!(t.destination, victim);
                 sent += t.len;
             }
-            t_end = t_end + Duration::from_millis(500);
+            t_end += Duration::from_millis(500);
             p.b.handle_timeout(t_end).unwrap();
         }
         assert!(sent > 0);
