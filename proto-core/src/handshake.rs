@@ -85,6 +85,8 @@ pub(crate) struct Handshake {
     pattern: Pattern,
     initiator: bool,
     expected: Option<PublicIdentity>,
+    /// IK initiator: the responder's static key as the caller gave it.
+    given_static: Option<[u8; 32]>,
     /// Our binding, for the XX initiator's third message.
     binding: [u8; BINDING_LEN],
 }
@@ -157,6 +159,7 @@ impl Handshake {
                 pattern,
                 initiator: true,
                 expected,
+                given_static: remote_static.copied(),
                 binding: keys.binding,
             },
             msg,
@@ -200,6 +203,7 @@ impl Handshake {
             pattern,
             initiator: false,
             expected: None,
+            given_static: None,
             binding: keys.binding,
         };
         let done = match peer {
@@ -224,7 +228,16 @@ impl Handshake {
             .read_message(noise, &mut payload)
             .map_err(|_| HandshakeError::Noise)?;
         let binding = Binding::decode(payload.get(..n).unwrap_or(&[]))?;
-        let peer = cache.verify(&binding, &remote_static(&self.state)?)?;
+        let rs = remote_static(&self.state)?;
+        let vouched = self.expected == Some(binding.identity) && self.given_static == Some(rs);
+        let peer = if vouched {
+            // The caller named both the identity and the static key (PeerSpec::known, or a
+            // pair verified earlier), and Noise IK has just proven that the responder holds
+            // that static key: the signature would prove nothing more.
+            binding.identity
+        } else {
+            cache.verify(&binding, &rs)?
+        };
         if let Some(expected) = self.expected {
             if expected != peer {
                 return Err(HandshakeError::IdentityMismatch);

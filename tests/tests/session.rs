@@ -591,3 +591,35 @@ fn a_lost_confirmation_is_repeated_until_acknowledged() {
         assert_eq!(p.a.stats().handshake_retransmits, after, "ik={ik}");
     }
 }
+
+#[test]
+fn a_vouched_identity_and_static_key_cost_the_initiator_no_signature_check() {
+    // PeerSpec::known: the caller vouches for the pair; Noise IK proves the static key.
+    let mut p = Pair::default_pair();
+    p.connect(true, 5 * SECOND);
+    assert_eq!(p.a.stats().bindings_verified, 0);
+    assert_eq!(p.b.stats().bindings_verified, 1);
+    // Only the static key: the initiator checks the responder's signature.
+    let mut p = Pair::default_pair();
+    let spec = PeerSpec {
+        identity: None,
+        static_key: Some(p.b.static_key()),
+    };
+    p.a.connect(p.now, p.b_addr, spec).unwrap();
+    p.drain();
+    assert!(p.run_until_cond(5 * SECOND, |p| p.connected(Side::A) && p.connected(Side::B)));
+    assert_eq!(p.a.stats().bindings_verified, 1);
+    // A vouched pair whose identity is not the responder's still fails.
+    let mut p = Pair::default_pair();
+    let spec = PeerSpec::known(identity(3).public(), p.b.static_key());
+    p.a.connect(p.now, p.b_addr, spec).unwrap();
+    p.drain();
+    p.run_for(5 * SECOND);
+    assert!(matches!(
+        p.a_events.as_slice(),
+        [Event::Disconnected {
+            reason: DisconnectReason::HandshakeFailed(HandshakeError::IdentityMismatch),
+            ..
+        }]
+    ));
+}

@@ -107,22 +107,23 @@ impl Cipher for AwsCipher {
     }
 }
 
-/// X25519 through aws-lc.
+/// X25519 through aws-lc. The parsed key is kept: aws-lc computes the public key when it
+/// parses a private one, so parsing per DH would double the cost of every exchange.
 #[derive(Default)]
 struct AwsDh {
     private: [u8; 32],
     public: [u8; 32],
+    key: Option<PrivateKey>,
 }
 
 impl AwsDh {
     fn load(&mut self, private: [u8; 32]) {
         self.private = private;
         self.public = [0u8; 32];
-        if let Ok(pk) = PrivateKey::from_private_key(&X25519, &private) {
-            if let Ok(public) = pk.compute_public_key() {
-                if let Some(src) = public.as_ref().get(..32) {
-                    self.public.copy_from_slice(src);
-                }
+        self.key = PrivateKey::from_private_key(&X25519, &private).ok();
+        if let Some(Ok(public)) = self.key.as_ref().map(PrivateKey::compute_public_key) {
+            if let Some(src) = public.as_ref().get(..32) {
+                self.public.copy_from_slice(src);
             }
         }
     }
@@ -158,13 +159,12 @@ impl Dh for AwsDh {
         &self.private
     }
     fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
-        let pk =
-            PrivateKey::from_private_key(&X25519, &self.private).map_err(|_| snow::Error::Dh)?;
+        let pk = self.key.as_ref().ok_or(snow::Error::Dh)?;
         let dst = out.get_mut(..32).ok_or(snow::Error::Dh)?;
         // snow hands over its whole key buffer; the X25519 key is its first 32 bytes.
         let peer = pubkey.get(..32).ok_or(snow::Error::Dh)?;
         agreement::agree(
-            &pk,
+            pk,
             UnparsedPublicKey::new(&X25519, peer),
             snow::Error::Dh,
             |secret| {
