@@ -87,7 +87,6 @@ fn per_session(provider: &SharedProvider, n: usize) -> isize {
             .unwrap()
         })
         .collect();
-    let before_server = LIVE.load(Ordering::Relaxed);
     let mut server = Node::new(
         config(1, provider),
         Identity::from_seed(&Seed::from_u64(2)),
