@@ -46,6 +46,7 @@ pub mod clock;
 pub mod fault;
 pub mod link;
 pub mod machine;
+pub mod scenarios;
 pub mod shrink;
 pub mod storage;
 pub mod trace;

@@ -471,6 +471,11 @@ impl<M: Machine> World<M> {
         });
     }
 
+    /// Stops the run with a violation (for checks done in event handlers and actions).
+    pub fn violation(&mut self, message: impl Into<String>) {
+        self.fail(message.into());
+    }
+
     fn fail(&mut self, message: String) {
         if self.failure.is_some() {
             return;

@@ -1,0 +1,266 @@
+//! `net-sim`: run a named scenario in the deterministic simulator, sweep seeds, replay and
+//! shrink failures.
+//!
+//! ```text
+//! net-sim run   [--scenario mesh|echo] [--seed N] [--nodes N] [--duration-ms MS] [--messages N]
+//!               [--latency-ms MS] [--jitter-ms MS] [--loss P] [--dup P] [--reorder P] [--corrupt P]
+//!               [--faults SPEC] [--trace FILE.jsonl] [--stop-at STEP] [--shrink]
+//! net-sim sweep --seeds A..B [same options]
+//! net-sim list
+//! ```
+//!
+//! Probabilities are fractions (0.05 = 5%). SPEC is `1500ms=crash:2;3000ms=restart:2;...`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use io_sim::scenarios::{self, Params};
+use io_sim::{format_schedule, parse_schedule, shrink::shrink_faults, Failure, Machine, World};
+use proto_core::Instant;
+
+struct Options {
+    params: Params,
+    seeds: Option<(u64, u64)>,
+    trace: Option<String>,
+    stop_at: Option<u64>,
+    shrink: bool,
+}
+
+fn usage() -> String {
+    "usage: net-sim run|sweep|list [--scenario mesh|echo] [--seed N] [--seeds A..B] [--nodes N] \
+     [--duration-ms MS] [--messages N] [--latency-ms MS] [--jitter-ms MS] [--loss P] [--dup P] \
+     [--reorder P] [--corrupt P] [--faults SPEC] [--trace FILE] [--stop-at STEP] [--shrink]"
+        .to_string()
+}
+
+fn frac(v: &str) -> Result<u32, String> {
+    let f: f64 = v.parse().map_err(|_| format!("not a probability: {v}"))?;
+    if !(0.0..=1.0).contains(&f) {
+        return Err(format!("probability out of 0..=1: {v}"));
+    }
+    Ok((f * 1_000_000.0).round() as u32)
+}
+
+fn num<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("not a number: {v}"))
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        params: Params::default(),
+        seeds: None,
+        trace: None,
+        stop_at: None,
+        shrink: false,
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if flag == "--shrink" {
+            o.shrink = true;
+            continue;
+        }
+        let v = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{}", usage()))?;
+        let p = &mut o.params;
+        match flag.as_str() {
+            "--scenario" => p.scenario = v.clone(),
+            "--seed" => p.seed = num(v)?,
+            "--seeds" => {
+                let (a, b) = v
+                    .split_once("..")
+                    .ok_or_else(|| format!("--seeds takes A..B, got {v}"))?;
+                o.seeds = Some((num(a)?, num(b)?));
+            }
+            "--nodes" => p.nodes = num(v)?,
+            "--duration-ms" => p.duration = Duration::from_millis(num(v)?),
+            "--messages" => p.messages = num(v)?,
+            "--latency-ms" => p.link.latency = Duration::from_millis(num(v)?),
+            "--jitter-ms" => p.link.jitter = Duration::from_millis(num(v)?),
+            "--loss" => p.link.loss_ppm = frac(v)?,
+            "--dup" => p.link.duplicate_ppm = frac(v)?,
+            "--reorder" => {
+                p.link.reorder_ppm = frac(v)?;
+                p.link.reorder_delay = p.link.latency.max(Duration::from_millis(10));
+            }
+            "--corrupt" => p.link.corrupt_ppm = frac(v)?,
+            "--faults" => p.faults = parse_schedule(v).map_err(|e| e.to_string())?,
+            "--trace" => o.trace = Some(v.clone()),
+            "--stop-at" => o.stop_at = Some(num(v)?),
+            _ => return Err(format!("unknown option {flag}\n{}", usage())),
+        }
+    }
+    if o.params.nodes < 2 {
+        return Err("--nodes must be at least 2".into());
+    }
+    Ok(o)
+}
+
+/// The summary of one run.
+struct Outcome {
+    failure: Option<Failure>,
+    virtual_time: Instant,
+    stats: io_sim::WorldStats,
+    hash: String,
+    wall: Duration,
+}
+
+fn drive<M: Machine>(
+    mut w: World<M>,
+    p: &Params,
+    trace: Option<&str>,
+    stop_at: Option<u64>,
+) -> Result<Outcome, String> {
+    if let Some(path) = trace {
+        let f = std::fs::File::create(path).map_err(|e| format!("cannot create {path}: {e}"))?;
+        w.trace_mut().set_sink(Box::new(std::io::BufWriter::new(f)));
+    }
+    let start = std::time::Instant::now();
+    let until = Instant::ZERO + p.duration;
+    let result = match stop_at {
+        Some(n) => w.run_to_step(n),
+        None => w.run_until(until),
+    };
+    let wall = start.elapsed();
+    w.trace_mut().finish().map_err(|e| format!("trace: {e}"))?;
+    Ok(Outcome {
+        failure: result.err(),
+        virtual_time: w.now(),
+        stats: w.stats(),
+        hash: w.trace().hash_hex(),
+        wall,
+    })
+}
+
+fn run_once(p: &Params, trace: Option<&str>, stop_at: Option<u64>) -> Result<Outcome, String> {
+    match p.scenario.as_str() {
+        "mesh" => drive(scenarios::mesh(p), p, trace, stop_at),
+        "echo" => drive(scenarios::echo(p), p, trace, stop_at),
+        other => Err(format!("unknown scenario {other} (try: net-sim list)")),
+    }
+}
+
+fn print_summary(p: &Params, o: &Outcome) {
+    let virt = o.virtual_time.as_nanos() as f64 / 1e9;
+    let wall = o.wall.as_secs_f64();
+    println!("scenario {} seed {} nodes {}", p.scenario, p.seed, p.nodes);
+    println!(
+        "virtual time {virt:.3}s  wall time {wall:.3}s  ({:.0}x real time)",
+        if wall > 0.0 {
+            virt / wall
+        } else {
+            f64::INFINITY
+        }
+    );
+    let s = o.stats;
+    println!(
+        "datagrams delivered {} dropped {} (corrupted {}, duplicated {})",
+        s.delivered, s.dropped, s.corrupted, s.duplicated
+    );
+    println!(
+        "events {}  timers {}  steps {}",
+        s.events, s.timers, s.steps
+    );
+    println!("trace hash {}", o.hash);
+}
+
+fn report_failure(p: &Params, f: &Failure, shrink: bool) {
+    print!("FAILED: {f}");
+    println!("replay: net-sim run {p}");
+    if shrink && !p.faults.is_empty() {
+        let s = shrink_faults(&p.faults, |faults| {
+            let mut q = p.clone();
+            q.faults = faults.to_vec();
+            matches!(
+                run_once(&q, None, None),
+                Ok(Outcome {
+                    failure: Some(_),
+                    ..
+                })
+            )
+        });
+        let mut q = p.clone();
+        q.faults = s.faults.clone();
+        println!(
+            "shrunk in {} runs to {} fault(s): {}",
+            s.runs,
+            s.faults.len(),
+            format_schedule(&s.faults)
+        );
+        println!("replay: net-sim run {q}");
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        eprintln!("{}", usage());
+        return ExitCode::from(2);
+    };
+    if cmd == "list" {
+        println!(
+            "mesh  every node connects to every other and exchanges datagrams (proto-core Node)"
+        );
+        println!("echo  clients send datagrams to an echo server (trivial machines, raw speed)");
+        return ExitCode::SUCCESS;
+    }
+    let o = match parse(rest) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cmd.as_str() {
+        "run" => match run_once(&o.params, o.trace.as_deref(), o.stop_at) {
+            Ok(out) => {
+                print_summary(&o.params, &out);
+                match &out.failure {
+                    Some(f) => {
+                        report_failure(&o.params, f, o.shrink);
+                        ExitCode::FAILURE
+                    }
+                    None => ExitCode::SUCCESS,
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        "sweep" => {
+            let Some((a, b)) = o.seeds else {
+                eprintln!("sweep needs --seeds A..B");
+                return ExitCode::from(2);
+            };
+            let mut failed = 0;
+            for seed in a..b {
+                let mut p = o.params.clone();
+                p.seed = seed;
+                match run_once(&p, None, None) {
+                    Ok(out) => match &out.failure {
+                        Some(f) => {
+                            failed += 1;
+                            report_failure(&p, f, o.shrink);
+                        }
+                        None => println!("seed {seed} ok  hash {}", out.hash),
+                    },
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            println!("{} seeds, {} failed", b.saturating_sub(a), failed);
+            if failed > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        _ => {
+            eprintln!("{}", usage());
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! Named scenarios: the worlds `net-sim` runs and the tests and benchmarks reuse.
+//!
+//! This module owns the scenario parameters (their command-line form included) and the world
+//! each scenario builds: hosts, links, the workload as timed actions, and the invariants. It
+//! never runs a world; callers step it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proto_core::{Config, Event, Identity, Instant, Node, PeerSpec, Seed};
+
+use crate::fault::{format_schedule, ScheduledFault};
+use crate::link::LinkConfig;
+use crate::machine::{ContractError, Machine};
+use crate::{HostId, HostSetup, World};
+
+/// Parameters shared by the scenarios.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    /// Scenario name (`mesh` or `echo`).
+    pub scenario: String,
+    /// World seed.
+    pub seed: u64,
+    /// Hosts.
+    pub nodes: usize,
+    /// Virtual duration of the run.
+    pub duration: Duration,
+    /// Every link's configuration.
+    pub link: LinkConfig,
+    /// Faults on schedule.
+    pub faults: Vec<ScheduledFault>,
+    /// Datagrams each host sends to each peer (mesh) or to the echo server (echo).
+    pub messages: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            scenario: "mesh".into(),
+            seed: 1,
+            nodes: 3,
+            duration: Duration::from_secs(30),
+            link: LinkConfig::default(),
+            faults: Vec::new(),
+            messages: 20,
+        }
+    }
+}
+
+fn ppm_to_frac(ppm: u32) -> String {
+    format!("{}", f64::from(ppm) / 1_000_000.0)
+}
+
+impl fmt::Display for Params {
+    /// The `net-sim run` arguments that rebuild exactly this scenario.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "--scenario {} --seed {} --nodes {} --duration-ms {} --messages {} --latency-ms {} --jitter-ms {} --loss {} --dup {} --reorder {} --corrupt {}",
+            self.scenario,
+            self.seed,
+            self.nodes,
+            self.duration.as_millis(),
+            self.messages,
+            self.link.latency.as_millis(),
+            self.link.jitter.as_millis(),
+            ppm_to_frac(self.link.loss_ppm),
+            ppm_to_frac(self.link.duplicate_ppm),
+            ppm_to_frac(self.link.reorder_ppm),
+            ppm_to_frac(self.link.corrupt_ppm),
+        )?;
+        if !self.faults.is_empty() {
+            write!(f, " --faults '{}'", format_schedule(&self.faults))?;
+        }
+        Ok(())
+    }
+}
+
+/// The address of host `i`.
+#[must_use]
+pub fn host_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4000))
+}
+
+/// The identity of mesh host `i` (stable across restarts).
+#[must_use]
+pub fn identity(i: usize) -> Identity {
+    Identity::from_seed(&Seed::from_u64(0x1d_0000 + i as u64))
+}
+
+/// A `Node` for a host: config seeded from the host's setup, strict draining on.
+pub fn node_factory(i: usize) -> impl FnMut(&HostSetup) -> Node {
+    move |s: &HostSetup| {
+        let mut c = Config::new(s.seed.clone());
+        c.strict_drain = true;
+        // Simulated worlds put many hosts behind one virtual router: no per-source limit.
+        c.handshake_burst_per_source = u32::MAX;
+        match Node::new(c, identity(i), s.now) {
+            Ok(n) => n,
+            Err(e) => panic!("node config is valid: {e}"),
+        }
+    }
+}
+
+/// The mesh scenario: every host connects to every other (the lower index initiates, with IK),
+/// and each sends `messages` datagrams to each peer, one every 250 ms, starting at 1 s. Sent
+/// datagrams say who sent them and their number, so the invariant can check every delivery:
+/// a datagram arrives from the peer that sent it, at most once per session.
+#[must_use]
+pub fn mesh(p: &Params) -> World<Node> {
+    let mut w: World<Node> = World::new(p.seed);
+    w.set_default_link(p.link);
+    for i in 0..p.nodes {
+        w.add_host(format!("n{i}"), host_addr(i), node_factory(i));
+    }
+    for i in 0..p.nodes {
+        for j in (i + 1)..p.nodes {
+            let (a, b) = (HostId(i as u32), HostId(j as u32));
+            w.at(Instant::from_millis(10), move |w| {
+                let spec = PeerSpec::known(identity(j).public(), static_key(w, b));
+                let _ = w.with_machine(a, |m, now| m.connect(now, host_addr(j), spec));
+            });
+        }
+    }
+    let nodes = p.nodes;
+    for k in 0..p.messages {
+        let at = Instant::from_millis(1_000 + 250 * k as u64);
+        for i in 0..p.nodes {
+            w.at(at, move |w| {
+                let from = HostId(i as u32);
+                let _ = w.with_machine(from, |m, now| send_round(m, now, i, k, nodes));
+            });
+        }
+    }
+    for f in &p.faults {
+        w.schedule(f.clone());
+    }
+    // Every datagram names its sender and number; it must come from that sender's session
+    // and arrive at most once per session. Checked as each event happens.
+    let mut seen = std::collections::BTreeSet::new();
+    w.on_event(move |w, h, ev| {
+        if let Err(e) = check_datagram(&mut seen, h, ev) {
+            w.violation(e);
+        }
+    });
+    w
+}
+
+fn static_key(w: &World<Node>, h: HostId) -> [u8; 32] {
+    w.machine(h).map_or([0u8; 32], Node::static_key)
+}
+
+/// Host `i` sends datagram number `k` to every established peer.
+fn send_round(m: &mut Node, now: Instant, i: usize, k: usize, nodes: usize) {
+    let peers: Vec<_> = (0..nodes)
+        .filter_map(|j| m.session_with(&identity(j).node_id()).map(|s| (j, s)))
+        .collect();
+    for (j, s) in peers {
+        let msg = format!("{i}->{j}#{k}");
+        let _ = m.send_datagram(now, s, msg.as_bytes());
+    }
+}
+
+type Seen = std::collections::BTreeSet<(HostId, proto_core::SessionId, Vec<u8>)>;
+
+fn check_datagram(seen: &mut Seen, h: HostId, ev: &Event) -> Result<(), String> {
+    let Event::Datagram {
+        session,
+        peer,
+        data,
+    } = ev
+    else {
+        return Ok(());
+    };
+    let j = h.0 as usize;
+    let text = String::from_utf8_lossy(data);
+    let Some((from, rest)) = text.split_once("->") else {
+        return Err(format!("host {j} got a datagram it cannot parse: {text:?}"));
+    };
+    let from: usize = from
+        .parse()
+        .map_err(|_| format!("bad sender in {text:?}"))?;
+    if identity(from).node_id() != *peer {
+        return Err(format!("host {j} got {text:?} from the wrong peer"));
+    }
+    if !rest.starts_with(&format!("{j}#")) {
+        return Err(format!("host {j} got {text:?} addressed elsewhere"));
+    }
+    if !seen.insert((h, *session, data.clone())) {
+        return Err(format!("host {j} got {text:?} twice on {session}"));
+    }
+    Ok(())
+}
+
+/// Counts how many (host, peer) pairs are connected at the end of a mesh run.
+#[must_use]
+pub fn mesh_connected_pairs(w: &World<Node>, nodes: usize) -> usize {
+    (0..nodes)
+        .filter_map(|i| w.machine(HostId(i as u32)))
+        .map(|m| {
+            (0..nodes)
+                .filter(|j| m.session_with(&identity(*j).node_id()).is_some())
+                .count()
+        })
+        .sum()
+}
+
+/// A trivial machine for raw simulator speed: the client sends `count` datagrams to the server
+/// one per millisecond; the server echoes each back.
+#[derive(Debug)]
+pub struct Echo {
+    server: Option<SocketAddr>,
+    remaining: usize,
+    next: Instant,
+    out: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
+    events: std::collections::VecDeque<usize>,
+    /// Echoes received (client) or datagrams echoed (server).
+    pub count: usize,
+}
+
+impl Echo {
+    /// A server.
+    #[must_use]
+    pub fn server() -> Echo {
+        Echo {
+            server: None,
+            remaining: 0,
+            next: Instant::MAX,
+            out: Default::default(),
+            events: Default::default(),
+            count: 0,
+        }
+    }
+
+    /// A client sending `count` datagrams to `server` from `start`.
+    #[must_use]
+    pub fn client(server: SocketAddr, count: usize, start: Instant) -> Echo {
+        Echo {
+            server: Some(server),
+            remaining: count,
+            next: start,
+            out: Default::default(),
+            events: Default::default(),
+            count: 0,
+        }
+    }
+}
+
+impl Machine for Echo {
+    type Event = usize;
+
+    fn handle_datagram(
+        &mut self,
+        _now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), ContractError> {
+        self.count += 1;
+        if self.server.is_none() {
+            self.out.push_back((from, bytes.to_vec()));
+        } else {
+            self.events.push_back(bytes.len());
+        }
+        Ok(())
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), ContractError> {
+        if let Some(server) = self.server {
+            while self.remaining > 0 && self.next <= now {
+                self.out.push_back((server, vec![0xEC; 64]));
+                self.remaining -= 1;
+                self.next += Duration::from_millis(1);
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_transmit(
+        &mut self,
+        _now: Instant,
+        buf: &mut [u8],
+    ) -> Result<Option<(SocketAddr, usize)>, ContractError> {
+        let Some((to, bytes)) = self.out.pop_front() else {
+            return Ok(None);
+        };
+        let dst = buf
+            .get_mut(..bytes.len())
+            .ok_or_else(|| ContractError("buffer too small".into()))?;
+        dst.copy_from_slice(&bytes);
+        Ok(Some((to, bytes.len())))
+    }
+
+    fn poll_event(&mut self) -> Option<usize> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        (self.remaining > 0).then_some(self.next)
+    }
+}
+
+/// The echo scenario: host 0 serves, hosts 1.. each send `messages` datagrams.
+#[must_use]
+pub fn echo(p: &Params) -> World<Echo> {
+    let mut w: World<Echo> = World::new(p.seed);
+    w.set_default_link(p.link);
+    w.keep_events(false);
+    w.add_host("server", host_addr(0), |_| Echo::server());
+    let count = p.messages;
+    for i in 1..p.nodes.max(2) {
+        w.add_host(format!("c{i}"), host_addr(i), move |s| {
+            Echo::client(host_addr(0), count, s.now + Duration::from_millis(1))
+        });
+    }
+    for f in &p.faults {
+        w.schedule(f.clone());
+    }
+    w
+}
