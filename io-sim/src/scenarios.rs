@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use proto_core::{Config, Event, Identity, Instant, Node, PeerSpec, Seed};
+use proto_core::{Config, Event, Identity, Instant, Node, NodeId, PeerSpec, Seed};
 
 use crate::fault::{format_schedule, ScheduledFault};
 use crate::link::LinkConfig;
@@ -89,6 +89,13 @@ pub fn identity(i: usize) -> Identity {
     Identity::from_seed(&Seed::from_u64(0x1d_0000 + i as u64))
 }
 
+/// The node ids of mesh hosts `0..n` (deriving an identity costs a scalar multiplication, so
+/// per-datagram code looks them up here).
+#[must_use]
+pub fn node_ids(n: usize) -> std::rc::Rc<[NodeId]> {
+    (0..n).map(|i| identity(i).node_id()).collect()
+}
+
 /// A `Node` for a host: config seeded from the host's setup, strict draining on.
 pub fn node_factory(i: usize) -> impl FnMut(&HostSetup) -> Node {
     move |s: &HostSetup| {
@@ -124,12 +131,14 @@ pub fn mesh(p: &Params) -> World<Node> {
         }
     }
     let nodes = p.nodes;
+    let ids = node_ids(nodes);
     for k in 0..p.messages {
         let at = Instant::from_millis(1_000 + 250 * k as u64);
         for i in 0..p.nodes {
+            let ids = ids.clone();
             w.at(at, move |w| {
                 let from = HostId(i as u32);
-                let _ = w.with_machine(from, |m, now| send_round(m, now, i, k, nodes));
+                let _ = w.with_machine(from, |m, now| send_round(m, now, i, k, &ids));
             });
         }
     }
@@ -140,7 +149,7 @@ pub fn mesh(p: &Params) -> World<Node> {
     // and arrive at most once per session. Checked as each event happens.
     let mut seen = std::collections::BTreeSet::new();
     w.on_event(move |w, h, ev| {
-        if let Err(e) = check_datagram(&mut seen, h, ev) {
+        if let Err(e) = check_datagram(&mut seen, &ids, h, ev) {
             w.violation(e);
         }
     });
@@ -152,9 +161,11 @@ fn static_key(w: &World<Node>, h: HostId) -> [u8; 32] {
 }
 
 /// Host `i` sends datagram number `k` to every established peer.
-fn send_round(m: &mut Node, now: Instant, i: usize, k: usize, nodes: usize) {
-    let peers: Vec<_> = (0..nodes)
-        .filter_map(|j| m.session_with(&identity(j).node_id()).map(|s| (j, s)))
+fn send_round(m: &mut Node, now: Instant, i: usize, k: usize, ids: &[NodeId]) {
+    let peers: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .filter_map(|(j, id)| m.session_with(id).map(|s| (j, s)))
         .collect();
     for (j, s) in peers {
         let msg = format!("{i}->{j}#{k}");
@@ -164,7 +175,7 @@ fn send_round(m: &mut Node, now: Instant, i: usize, k: usize, nodes: usize) {
 
 type Seen = std::collections::BTreeSet<(HostId, proto_core::SessionId, Vec<u8>)>;
 
-fn check_datagram(seen: &mut Seen, h: HostId, ev: &Event) -> Result<(), String> {
+fn check_datagram(seen: &mut Seen, ids: &[NodeId], h: HostId, ev: &Event) -> Result<(), String> {
     let Event::Datagram {
         session,
         peer,
@@ -181,7 +192,7 @@ fn check_datagram(seen: &mut Seen, h: HostId, ev: &Event) -> Result<(), String> 
     let from: usize = from
         .parse()
         .map_err(|_| format!("bad sender in {text:?}"))?;
-    if identity(from).node_id() != *peer {
+    if ids.get(from) != Some(peer) {
         return Err(format!("host {j} got {text:?} from the wrong peer"));
     }
     if !rest.starts_with(&format!("{j}#")) {
@@ -196,13 +207,10 @@ fn check_datagram(seen: &mut Seen, h: HostId, ev: &Event) -> Result<(), String> 
 /// Counts how many (host, peer) pairs are connected at the end of a mesh run.
 #[must_use]
 pub fn mesh_connected_pairs(w: &World<Node>, nodes: usize) -> usize {
+    let ids = node_ids(nodes);
     (0..nodes)
         .filter_map(|i| w.machine(HostId(i as u32)))
-        .map(|m| {
-            (0..nodes)
-                .filter(|j| m.session_with(&identity(*j).node_id()).is_some())
-                .count()
-        })
+        .map(|m| ids.iter().filter(|id| m.session_with(id).is_some()).count())
         .sum()
 }
 
