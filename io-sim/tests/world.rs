@@ -424,3 +424,74 @@ fn storage_loses_unsynced_writes_when_its_host_crashes() {
     assert!(w.is_up(h));
     assert_eq!(w.storage_mut(h).unwrap().read("log"), b"durable;");
 }
+
+#[test]
+fn a_partial_partition_cuts_only_the_named_pair() {
+    // A sees B, B sees C, A does not see C.
+    let mut p = params(3, LinkConfig::default());
+    p.faults = vec![at(
+        0,
+        Fault::Partition {
+            a: vec![HostId(0)],
+            b: vec![HostId(2)],
+        },
+    )];
+    let w = run(&p);
+    assert_eq!(received(&w, 1, 0).len(), 20);
+    assert_eq!(received(&w, 2, 1).len(), 20);
+    assert!(received(&w, 2, 0).is_empty());
+    assert!(received(&w, 0, 2).is_empty());
+}
+
+#[test]
+fn a_one_way_block_stops_one_direction_only() {
+    let mut w = scenarios::mesh(&params(2, LinkConfig::default()));
+    // Once connected, block 0 -> 1 for a while; 1 -> 0 still flows.
+    w.schedule(at(
+        2_000,
+        Fault::Block {
+            from: vec![HostId(0)],
+            to: vec![HostId(1)],
+        },
+    ));
+    w.schedule(at(4_000, Fault::HealAll));
+    w.run_until(Instant::from_millis(30_000)).unwrap();
+    let window = |ts: Vec<Instant>| {
+        ts.into_iter()
+            .filter(|t| *t > Instant::from_millis(2_100) && *t < Instant::from_millis(4_000))
+            .count()
+    };
+    assert_eq!(window(received(&w, 1, 0)), 0);
+    assert!(window(received(&w, 0, 1)) >= 6);
+}
+
+#[test]
+fn net_sim_sweeps_seeds_and_prints_replay_commands() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_net-sim"))
+        .args([
+            "sweep",
+            "--seeds",
+            "1..4",
+            "--nodes",
+            "3",
+            "--loss",
+            "0.05",
+            "--duration-ms",
+            "8000",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains(" ok  hash ")).count(),
+        3
+    );
+    assert!(stdout.contains("3 seeds, 0 failed"));
+    // A bad option is a usage error, not a crash.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_net-sim"))
+        .args(["run", "--loss", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

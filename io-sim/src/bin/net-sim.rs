@@ -164,28 +164,89 @@ fn print_summary(p: &Params, o: &Outcome) {
     println!("trace hash {}", o.hash);
 }
 
+fn still_fails(q: &Params) -> bool {
+    matches!(
+        run_once(q, None, None),
+        Ok(Outcome {
+            failure: Some(_),
+            ..
+        })
+    )
+}
+
+/// Shrinks a failing scenario: first its fault schedule, then its workload (fewer messages,
+/// fewer nodes, a shorter run) while it keeps failing.
+fn shrink_params(p: &Params) -> (Params, usize) {
+    let s = shrink_faults(&p.faults, |faults| {
+        let mut q = p.clone();
+        q.faults = faults.to_vec();
+        still_fails(&q)
+    });
+    let mut best = p.clone();
+    best.faults = s.faults;
+    let mut runs = s.runs;
+    let highest_host = |q: &Params| {
+        q.faults
+            .iter()
+            .flat_map(|f| match &f.fault {
+                io_sim::Fault::Block { from: a, to: b } | io_sim::Fault::Partition { a, b } => a
+                    .iter()
+                    .chain(b.iter())
+                    .map(|h| h.0 as usize)
+                    .collect::<Vec<_>>(),
+                io_sim::Fault::Crash(h)
+                | io_sim::Fault::Restart(h)
+                | io_sim::Fault::Pause(h, _) => {
+                    vec![h.0 as usize]
+                }
+                io_sim::Fault::HealAll => vec![],
+            })
+            .max()
+    };
+    loop {
+        let mut candidates = Vec::new();
+        if best.messages > 1 {
+            let mut q = best.clone();
+            q.messages /= 2;
+            candidates.push(q);
+        }
+        if best.nodes > 2 && highest_host(&best).is_none_or(|h| h + 1 < best.nodes) {
+            let mut q = best.clone();
+            q.nodes -= 1;
+            candidates.push(q);
+        }
+        if best.duration > Duration::from_secs(2) {
+            let mut q = best.clone();
+            q.duration /= 2;
+            candidates.push(q);
+        }
+        let mut improved = false;
+        for q in candidates {
+            runs += 1;
+            if still_fails(&q) {
+                best = q;
+                improved = true;
+                break;
+            }
+        }
+        if !improved {
+            return (best, runs);
+        }
+    }
+}
+
 fn report_failure(p: &Params, f: &Failure, shrink: bool) {
     print!("FAILED: {f}");
     println!("replay: net-sim run {p}");
-    if shrink && !p.faults.is_empty() {
-        let s = shrink_faults(&p.faults, |faults| {
-            let mut q = p.clone();
-            q.faults = faults.to_vec();
-            matches!(
-                run_once(&q, None, None),
-                Ok(Outcome {
-                    failure: Some(_),
-                    ..
-                })
-            )
-        });
-        let mut q = p.clone();
-        q.faults = s.faults.clone();
+    if shrink {
+        let (q, runs) = shrink_params(p);
         println!(
-            "shrunk in {} runs to {} fault(s): {}",
-            s.runs,
-            s.faults.len(),
-            format_schedule(&s.faults)
+            "shrunk in {runs} runs: {} fault(s) ({}), {} nodes, {} messages, {} ms",
+            q.faults.len(),
+            format_schedule(&q.faults),
+            q.nodes,
+            q.messages,
+            q.duration.as_millis()
         );
         println!("replay: net-sim run {q}");
     }
