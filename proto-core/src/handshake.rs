@@ -111,7 +111,11 @@ fn build(
         .noise_name()
         .parse()
         .map_err(|_| HandshakeError::Setup)?;
-    let resolver = Box::new(SeededResolver::new(keys.provider.clone(), seed));
+    let resolver = Box::new(SeededResolver::new(
+        keys.provider.clone(),
+        seed,
+        Some((keys.static_private, keys.static_public)),
+    ));
     let prologue = pattern.prologue();
     let mut b = Builder::with_resolver(params, resolver)
         .local_private_key(&keys.static_private)

@@ -81,6 +81,16 @@ pub trait CryptoProvider: Send + Sync + 'static {
     /// X25519 for snow (`None` makes every handshake fail cleanly).
     fn noise_dh(&self) -> Option<Box<dyn Dh>>;
 
+    /// X25519 for snow, already holding the node's static keypair (`public` is the X25519
+    /// public key of `private`), so that snow setting that private key again costs no scalar
+    /// multiplication. Providers that cannot use the hint return a plain [`noise_dh`].
+    ///
+    /// [`noise_dh`]: CryptoProvider::noise_dh
+    fn noise_dh_with_keypair(&self, private: &[u8; 32], public: &[u8; 32]) -> Option<Box<dyn Dh>> {
+        let _ = (private, public);
+        self.noise_dh()
+    }
+
     /// ChaCha20-Poly1305 for snow.
     fn noise_cipher(&self) -> Option<Box<dyn Cipher>>;
 
@@ -106,11 +116,21 @@ pub type SharedProvider = Arc<dyn CryptoProvider>;
 pub(crate) struct SeededResolver {
     provider: SharedProvider,
     seed: Seed,
+    /// The node's static keypair, handed to the provider so snow's `set` is free.
+    keypair: Option<([u8; 32], [u8; 32])>,
 }
 
 impl SeededResolver {
-    pub(crate) fn new(provider: SharedProvider, seed: Seed) -> SeededResolver {
-        SeededResolver { provider, seed }
+    pub(crate) fn new(
+        provider: SharedProvider,
+        seed: Seed,
+        keypair: Option<([u8; 32], [u8; 32])>,
+    ) -> SeededResolver {
+        SeededResolver {
+            provider,
+            seed,
+            keypair,
+        }
     }
 }
 
@@ -129,10 +149,12 @@ impl CryptoResolver for SeededResolver {
     }
 
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
-        if matches!(choice, DHChoice::Curve25519) {
-            self.provider.noise_dh()
-        } else {
-            None
+        match (choice, &self.keypair) {
+            (DHChoice::Curve25519, Some((private, public))) => {
+                self.provider.noise_dh_with_keypair(private, public)
+            }
+            (DHChoice::Curve25519, None) => self.provider.noise_dh(),
+            _ => None,
         }
     }
 
