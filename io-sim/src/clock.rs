@@ -27,16 +27,25 @@ impl ClockModel {
     /// The earliest global time at which the host's clock reads at least `local`.
     #[must_use]
     pub fn global(&self, local: Instant) -> Instant {
+        // A clock that starts behind reads zero for a while: the earliest instant may be 0.
+        if self.local(Instant::ZERO) >= local {
+            return Instant::ZERO;
+        }
         let rate = 1_000_000 + i128::from(self.drift_ppm);
         if rate <= 0 {
             return Instant::MAX;
         }
         let l = i128::from(local.as_nanos()) - i128::from(self.offset_ns);
-        // Ceiling division, then step forward until the forward mapping agrees (integer
-        // rounding in `local` can lag by a nanosecond or two).
+        // Ceiling division, then adjust by the few nanoseconds that integer rounding in
+        // `local` can differ by, until `g` is the earliest instant that reads `local`.
+        let reads =
+            |g: i128| self.local(Instant::from_nanos(g.clamp(0, i128::from(u64::MAX)) as u64));
         let mut g = (l * 1_000_000 + rate - 1).div_euclid(rate).max(0);
-        while g < i128::from(u64::MAX) && self.local(Instant::from_nanos(g as u64)) < local {
+        while g < i128::from(u64::MAX) && reads(g) < local {
             g += 1;
+        }
+        while g > 0 && reads(g - 1) >= local {
+            g -= 1;
         }
         Instant::from_nanos(g.clamp(0, i128::from(u64::MAX)) as u64)
     }
@@ -66,7 +75,9 @@ mod tests {
             for g in [0u64, 1, 999, 1_000_000_007, 86_400_000_000_000] {
                 let local = clock.local(Instant::from_nanos(g));
                 let back = clock.global(local);
-                assert!(back.as_nanos() <= g.max(back.as_nanos()));
+                // The earliest global instant at which the clock reads `local`: not after `g`,
+                // and the clock does read at least `local` then.
+                assert!(back.as_nanos() <= g, "{clock:?} {g}");
                 assert!(clock.local(back) >= local, "{clock:?} {g}");
             }
         }

@@ -1,5 +1,5 @@
-//! Faults as data: partitions, crashes, restarts, pauses, link and clock changes, each at a
-//! virtual instant. Being data, a fault schedule can be printed, parsed back, replayed and
+//! Faults as data: partitions (symmetric, one-way, healed whole or in part), crashes,
+//! restarts, pauses, link and clock changes, each at a virtual instant. Being data, a fault schedule can be printed, parsed back, replayed and
 //! shrunk.
 //!
 //! This module owns the [`Fault`] type and its one-line text form (the `--faults` syntax of
@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use proto_core::Instant;
 
+use crate::clock::ClockModel;
+use crate::link::LinkConfig;
 use crate::HostId;
 
 /// One fault.
@@ -29,6 +31,13 @@ pub enum Fault {
         /// The other side.
         b: Vec<HostId>,
     },
+    /// Remove the blocks from every host in `from` to every host in `to`.
+    Unblock {
+        /// Senders.
+        from: Vec<HostId>,
+        /// Recipients.
+        to: Vec<HostId>,
+    },
     /// Remove every block.
     HealAll,
     /// Crash a host: its machine and everything it had not synced to storage are gone.
@@ -38,6 +47,17 @@ pub enum Fault {
     /// Stall a host for a while: it processes nothing, then resumes with stale timers and the
     /// datagrams that queued meanwhile.
     Pause(HostId, Duration),
+    /// Reconfigure the link from `from` to `to`.
+    Link {
+        /// Sender.
+        from: HostId,
+        /// Recipient.
+        to: HostId,
+        /// The new configuration.
+        config: LinkConfig,
+    },
+    /// Change a host's clock model (its readings never go backwards).
+    Clock(HostId, ClockModel),
 }
 
 /// A fault at a virtual instant.
@@ -60,18 +80,54 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fault::Block { from, to } => write!(f, "block:{}>{}", hosts(from), hosts(to)),
+            Fault::Unblock { from, to } => write!(f, "unblock:{}>{}", hosts(from), hosts(to)),
             Fault::Partition { a, b } => write!(f, "partition:{}|{}", hosts(a), hosts(b)),
             Fault::HealAll => f.write_str("heal"),
             Fault::Crash(h) => write!(f, "crash:{}", h.0),
             Fault::Restart(h) => write!(f, "restart:{}", h.0),
-            Fault::Pause(h, d) => write!(f, "pause:{}:{}ms", h.0, d.as_millis()),
+            Fault::Pause(h, d) => write!(f, "pause:{}:{}", h.0, duration(*d)),
+            Fault::Link { from, to, config: c } => write!(
+                f,
+                "link:{}>{}:latency={},jitter={},loss={},dup={},reorder={},reorder_delay={},corrupt={},mtu={},bandwidth={},queue={}",
+                from.0,
+                to.0,
+                duration(c.latency),
+                duration(c.jitter),
+                c.loss_ppm,
+                c.duplicate_ppm,
+                c.reorder_ppm,
+                duration(c.reorder_delay),
+                c.corrupt_ppm,
+                c.mtu.unwrap_or(0),
+                c.bandwidth_bps.unwrap_or(0),
+                c.queue_bytes
+            ),
+            Fault::Clock(h, c) => write!(f, "clock:{}:{}:{}", h.0, c.offset_ns, c.drift_ppm),
         }
+    }
+}
+
+/// A duration in the schedule syntax: whole milliseconds as `Nms`, anything finer as `Nus` or
+/// `Nns`, so that a printed schedule replays exactly.
+fn duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns % 1_000_000 == 0 {
+        format!("{}ms", ns / 1_000_000)
+    } else if ns % 1_000 == 0 {
+        format!("{}us", ns / 1_000)
+    } else {
+        format!("{ns}ns")
     }
 }
 
 impl fmt::Display for ScheduledFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}ms={}", self.at.as_nanos() / 1_000_000, self.fault)
+        write!(
+            f,
+            "{}={}",
+            duration(Duration::from_nanos(self.at.as_nanos())),
+            self.fault
+        )
     }
 }
 
@@ -91,20 +147,68 @@ pub struct ParseError(pub String);
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot parse fault {:?} (expected e.g. 1500ms=crash:2, 0ms=partition:0,1|2, 10ms=block:0>1, 5ms=pause:1:200ms, 9ms=heal)", self.0)
+        write!(f, "cannot parse fault {:?} (expected e.g. 1500ms=crash:2, 0ms=partition:0,1|2, 10ms=block:0>1, 12ms=unblock:0>1, 5ms=pause:1:200ms, 9ms=heal, 3ms=clock:1:5000000:200, 7ms=link:0>1:latency=50ms,loss=100000)", self.0)
     }
 }
 
 impl std::error::Error for ParseError {}
 
 fn parse_hosts(s: &str) -> Option<Vec<HostId>> {
-    s.split(',')
-        .map(|x| x.trim().parse().ok().map(HostId))
-        .collect()
+    s.split(',').map(host).collect()
 }
 
-fn parse_ms(s: &str) -> Option<u64> {
-    s.trim().strip_suffix("ms")?.parse().ok()
+impl Fault {
+    /// Every host the fault names.
+    #[must_use]
+    pub fn hosts(&self) -> Vec<HostId> {
+        match self {
+            Fault::Block { from: a, to: b }
+            | Fault::Unblock { from: a, to: b }
+            | Fault::Partition { a, b } => a.iter().chain(b).copied().collect(),
+            Fault::HealAll => Vec::new(),
+            Fault::Crash(h) | Fault::Restart(h) | Fault::Pause(h, _) | Fault::Clock(h, _) => {
+                vec![*h]
+            }
+            Fault::Link { from, to, .. } => vec![*from, *to],
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Some(v) = s.strip_suffix("ms") {
+        return v.parse().ok().map(Duration::from_millis);
+    }
+    if let Some(v) = s.strip_suffix("us") {
+        return v.parse().ok().map(Duration::from_micros);
+    }
+    s.strip_suffix("ns")?.parse().ok().map(Duration::from_nanos)
+}
+
+fn parse_link(spec: &str) -> Option<LinkConfig> {
+    let mut c = LinkConfig::default();
+    for kv in spec.split(',').filter(|x| !x.trim().is_empty()) {
+        let (k, v) = kv.split_once('=')?;
+        let v = v.trim();
+        match k.trim() {
+            "latency" => c.latency = parse_duration(v)?,
+            "jitter" => c.jitter = parse_duration(v)?,
+            "loss" => c.loss_ppm = v.parse().ok()?,
+            "dup" => c.duplicate_ppm = v.parse().ok()?,
+            "reorder" => c.reorder_ppm = v.parse().ok()?,
+            "reorder_delay" => c.reorder_delay = parse_duration(v)?,
+            "corrupt" => c.corrupt_ppm = v.parse().ok()?,
+            "mtu" => c.mtu = Some(v.parse().ok()?).filter(|m| *m > 0),
+            "bandwidth" => c.bandwidth_bps = Some(v.parse().ok()?).filter(|b| *b > 0),
+            "queue" => c.queue_bytes = v.parse().ok()?,
+            _ => return None,
+        }
+    }
+    Some(c)
+}
+
+fn host(s: &str) -> Option<HostId> {
+    s.trim().parse().ok().map(HostId)
 }
 
 /// Parses the `--faults` syntax (empty string: no faults).
@@ -115,32 +219,63 @@ pub fn parse_schedule(spec: &str) -> Result<Vec<ScheduledFault>, ParseError> {
         .map(|item| {
             let err = || ParseError(item.to_string());
             let (at, rest) = item.split_once('=').ok_or_else(err)?;
-            let at = Instant::from_millis(parse_ms(at).ok_or_else(err)?);
+            let at = parse_duration(at).ok_or_else(err)?;
+            let at = Instant::ZERO + at;
             let (kind, args) = rest.split_once(':').unwrap_or((rest, ""));
-            let fault = match kind {
+            let groups = |sep: char| -> Result<(Vec<HostId>, Vec<HostId>), ParseError> {
+                let (a, b) = args.split_once(sep).ok_or_else(err)?;
+                Ok((
+                    parse_hosts(a).ok_or_else(err)?,
+                    parse_hosts(b).ok_or_else(err)?,
+                ))
+            };
+            let fault = match kind.trim() {
                 "heal" => Fault::HealAll,
-                "crash" => Fault::Crash(HostId(args.parse().map_err(|_| err())?)),
-                "restart" => Fault::Restart(HostId(args.parse().map_err(|_| err())?)),
+                "crash" => Fault::Crash(host(args).ok_or_else(err)?),
+                "restart" => Fault::Restart(host(args).ok_or_else(err)?),
                 "pause" => {
                     let (h, d) = args.split_once(':').ok_or_else(err)?;
-                    Fault::Pause(
-                        HostId(h.parse().map_err(|_| err())?),
-                        Duration::from_millis(parse_ms(d).ok_or_else(err)?),
-                    )
+                    Fault::Pause(host(h).ok_or_else(err)?, parse_duration(d).ok_or_else(err)?)
                 }
                 "partition" => {
-                    let (a, b) = args.split_once('|').ok_or_else(err)?;
-                    Fault::Partition {
-                        a: parse_hosts(a).ok_or_else(err)?,
-                        b: parse_hosts(b).ok_or_else(err)?,
-                    }
+                    let (a, b) = groups('|')?;
+                    Fault::Partition { a, b }
                 }
                 "block" => {
-                    let (a, b) = args.split_once('>').ok_or_else(err)?;
-                    Fault::Block {
-                        from: parse_hosts(a).ok_or_else(err)?,
-                        to: parse_hosts(b).ok_or_else(err)?,
+                    let (from, to) = groups('>')?;
+                    Fault::Block { from, to }
+                }
+                "unblock" => {
+                    let (from, to) = groups('>')?;
+                    Fault::Unblock { from, to }
+                }
+                "link" => {
+                    let (pair, cfg) = args.split_once(':').unwrap_or((args, ""));
+                    let (a, b) = pair.split_once('>').ok_or_else(err)?;
+                    Fault::Link {
+                        from: host(a).ok_or_else(err)?,
+                        to: host(b).ok_or_else(err)?,
+                        config: parse_link(cfg).ok_or_else(err)?,
                     }
+                }
+                "clock" => {
+                    let mut parts = args.split(':');
+                    let h = host(parts.next().unwrap_or("")).ok_or_else(err)?;
+                    let offset_ns = parts
+                        .next()
+                        .and_then(|v| v.trim().parse().ok())
+                        .ok_or_else(err)?;
+                    let drift_ppm = parts
+                        .next()
+                        .and_then(|v| v.trim().parse().ok())
+                        .ok_or_else(err)?;
+                    Fault::Clock(
+                        h,
+                        ClockModel {
+                            offset_ns,
+                            drift_ppm,
+                        },
+                    )
                 }
                 _ => return Err(err()),
             };
@@ -193,6 +328,49 @@ mod tests {
             "0ms=partition:0,1|2;10ms=block:0>2;1500ms=crash:2;3000ms=restart:2;3100ms=pause:1:200ms;9000ms=heal"
         );
         assert_eq!(parse_schedule(&text), Ok(s));
+        let more = vec![
+            ScheduledFault {
+                at: Instant::from_micros(1_500),
+                fault: Fault::Unblock {
+                    from: vec![HostId(0)],
+                    to: vec![HostId(2)],
+                },
+            },
+            ScheduledFault {
+                at: Instant::from_nanos(7),
+                fault: Fault::Clock(
+                    HostId(1),
+                    ClockModel {
+                        offset_ns: -5,
+                        drift_ppm: 200,
+                    },
+                ),
+            },
+            ScheduledFault {
+                at: Instant::from_millis(2),
+                fault: Fault::Link {
+                    from: HostId(0),
+                    to: HostId(1),
+                    config: LinkConfig {
+                        loss_ppm: 100_000,
+                        mtu: Some(1200),
+                        jitter: Duration::from_micros(250),
+                        ..LinkConfig::default()
+                    },
+                },
+            },
+        ];
+        let text = format_schedule(&more);
+        assert!(
+            text.starts_with("1500us=unblock:0>2;7ns=clock:1:-5:200;2ms=link:0>1:"),
+            "{text}"
+        );
+        assert_eq!(parse_schedule(&text), Ok(more));
+        assert_eq!(
+            parse_schedule(" 5ms = crash : 1 ").map(|v| v.len()),
+            Ok(1),
+            "spaces are tolerated"
+        );
         assert_eq!(parse_schedule(""), Ok(vec![]));
         assert!(parse_schedule("5ms=explode:1").is_err());
         assert!(parse_schedule("crash:1").is_err());

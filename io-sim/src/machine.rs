@@ -89,4 +89,24 @@ impl Machine for Node {
     fn poll_timeout(&self) -> Option<Instant> {
         Node::poll_timeout(self).map(|d| d.at)
     }
+
+    /// An explicit, stable description (the trace hash covers it, so it must not follow
+    /// `Debug` formatting changes).
+    fn describe(event: &Self::Event) -> String {
+        match event {
+            proto_core::Event::Connected {
+                session,
+                peer,
+                initiator,
+                ..
+            } => format!("connected {session} peer {peer} initiator {initiator}"),
+            proto_core::Event::Datagram { session, data, .. } => {
+                format!("datagram {session} len {}", data.len())
+            }
+            proto_core::Event::Disconnected {
+                session, reason, ..
+            } => format!("disconnected {session} {reason}"),
+            _ => "other".to_string(),
+        }
+    }
 }

@@ -55,21 +55,33 @@ fn ppm_to_frac(ppm: u32) -> String {
 impl fmt::Display for Params {
     /// The `net-sim run` arguments that rebuild exactly this scenario.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = &self.link;
         write!(
             f,
-            "--scenario {} --seed {} --nodes {} --duration-ms {} --messages {} --latency-ms {} --jitter-ms {} --loss {} --dup {} --reorder {} --corrupt {}",
+            "--scenario {} --seed {} --nodes {} --duration-ms {} --messages {} --latency-us {} --jitter-us {} --loss {} --dup {} --reorder {} --reorder-delay-us {} --corrupt {} --bandwidth-bps {} --queue-bytes {} --mtu {}",
             self.scenario,
             self.seed,
             self.nodes,
             self.duration.as_millis(),
             self.messages,
-            self.link.latency.as_millis(),
-            self.link.jitter.as_millis(),
-            ppm_to_frac(self.link.loss_ppm),
-            ppm_to_frac(self.link.duplicate_ppm),
-            ppm_to_frac(self.link.reorder_ppm),
-            ppm_to_frac(self.link.corrupt_ppm),
+            l.latency.as_micros(),
+            l.jitter.as_micros(),
+            ppm_to_frac(l.loss_ppm),
+            ppm_to_frac(l.duplicate_ppm),
+            ppm_to_frac(l.reorder_ppm),
+            l.reorder_delay.as_micros(),
+            ppm_to_frac(l.corrupt_ppm),
+            l.bandwidth_bps.unwrap_or(0),
+            l.queue_bytes,
+            l.mtu.unwrap_or(0),
         )?;
+        if let Some(b) = l.burst_loss {
+            write!(
+                f,
+                " --burst {},{},{},{}",
+                b.good_to_bad_ppm, b.bad_to_good_ppm, b.loss_good_ppm, b.loss_bad_ppm
+            )?;
+        }
         if !self.faults.is_empty() {
             write!(f, " --faults '{}'", format_schedule(&self.faults))?;
         }
@@ -80,7 +92,9 @@ impl fmt::Display for Params {
 /// The address of host `i`.
 #[must_use]
 pub fn host_addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4000))
+    // 2^24 hosts in 10.0.0.0/8, then more ports.
+    let port = 4000 + (i >> 24) as u16;
+    SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], port))
 }
 
 /// The identity of mesh host `i` (stable across restarts).
@@ -125,15 +139,18 @@ pub fn mesh(p: &Params) -> World<Node> {
         for j in (i + 1)..p.nodes {
             let (a, b) = (HostId(i as u32), HostId(j as u32));
             w.at(Instant::from_millis(10), move |w| {
-                let spec = PeerSpec::known(identity(j).public(), static_key(w, b));
-                let _ = w.with_machine(a, |m, now| m.connect(now, host_addr(j), spec));
+                // A target that is down at this instant gets no connection attempt.
+                if let Some(key) = w.machine(b).map(Node::static_key) {
+                    let spec = PeerSpec::known(identity(j).public(), key);
+                    let _ = w.with_machine(a, |m, now| m.connect(now, host_addr(j), spec));
+                }
             });
         }
     }
     let nodes = p.nodes;
     let ids = node_ids(nodes);
     for k in 0..p.messages {
-        let at = Instant::from_millis(1_000 + 250 * k as u64);
+        let at = Instant::from_millis(1_000u64.saturating_add(250u64.saturating_mul(k as u64)));
         for i in 0..p.nodes {
             let ids = ids.clone();
             w.at(at, move |w| {
@@ -154,10 +171,6 @@ pub fn mesh(p: &Params) -> World<Node> {
         }
     });
     w
-}
-
-fn static_key(w: &World<Node>, h: HostId) -> [u8; 32] {
-    w.machine(h).map_or([0u8; 32], Node::static_key)
 }
 
 /// Host `i` sends datagram number `k` to every established peer.

@@ -17,13 +17,19 @@ pub struct Shrunk {
 }
 
 /// Reduces `faults` while `fails(schedule)` stays true. `fails` must be deterministic (replay
-/// the same seed); the input schedule must fail.
+/// the same seed). If the input schedule does not fail, it is returned unchanged.
 pub fn shrink_faults(
     faults: &[ScheduledFault],
     mut fails: impl FnMut(&[ScheduledFault]) -> bool,
 ) -> Shrunk {
     let mut current = faults.to_vec();
-    let mut runs = 0;
+    let mut runs = 1;
+    if !fails(&current) {
+        return Shrunk {
+            faults: current,
+            runs,
+        };
+    }
     let mut chunk = current.len().div_ceil(2).max(1);
     while !current.is_empty() {
         let mut removed_any = false;
@@ -81,6 +87,14 @@ mod tests {
         });
         assert_eq!(s.faults, vec![crash(30, 3), crash(170, 17)]);
         assert!(s.runs < 60, "{}", s.runs);
+    }
+
+    #[test]
+    fn a_schedule_that_does_not_fail_is_left_alone() {
+        let faults: Vec<_> = (0..5).map(|i| crash(i, i as u32)).collect();
+        let s = shrink_faults(&faults, |_| false);
+        assert_eq!(s.faults, faults);
+        assert_eq!(s.runs, 1);
     }
 
     #[test]

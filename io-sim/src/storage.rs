@@ -36,8 +36,23 @@ impl Default for StorageConfig {
 #[derive(Debug, Default, Clone)]
 struct File {
     durable: Vec<u8>,
-    /// Appends not yet synced.
-    pending: Vec<Vec<u8>>,
+    /// Appends not yet synced, oldest first, each with the instant its sync completes (if a
+    /// sync covering it has been issued).
+    pending: Vec<(Option<Instant>, Vec<u8>)>,
+}
+
+impl File {
+    /// Makes durable every write whose sync has completed by `now` (in order).
+    fn settle(&mut self, now: Instant) {
+        let done = self
+            .pending
+            .iter()
+            .take_while(|(at, _)| at.is_some_and(|t| t <= now))
+            .count();
+        for (_, w) in self.pending.drain(..done) {
+            self.durable.extend_from_slice(&w);
+        }
+    }
 }
 
 /// One host's files (append-only, which is what logs need).
@@ -60,54 +75,60 @@ impl Storage {
         }
     }
 
-    /// Appends `data` to `file`; returns when the write completes.
+    /// Appends `data` to `file` (readers see it at once, as from a page cache); returns when
+    /// the write call completes. It is durable only once a later sync completes.
     pub fn append(&mut self, now: Instant, file: &str, data: &[u8]) -> Instant {
         self.files
             .entry(file.to_string())
             .or_default()
             .pending
-            .push(data.to_vec());
+            .push((None, data.to_vec()));
         now + self.config.write_latency
     }
 
-    /// Makes every write to `file` so far durable; returns when the sync completes. (The model
-    /// applies it at once; a caller that crashes before the returned instant should treat the
-    /// sync as not done, which is what a driver acknowledging by completion time does.)
+    /// Starts a sync of every write to `file` so far; returns when it completes. Writes become
+    /// durable at that instant: a crash before it loses them.
     pub fn sync(&mut self, now: Instant, file: &str) -> Instant {
+        let done = now + self.config.sync_latency;
         if let Some(f) = self.files.get_mut(file) {
-            for w in f.pending.drain(..) {
-                f.durable.extend_from_slice(&w);
+            for (at, _) in &mut f.pending {
+                at.get_or_insert(done);
             }
         }
-        now + self.config.sync_latency
+        done
     }
 
-    /// What a reader sees now: durable bytes followed by buffered writes.
+    /// What a reader sees: durable bytes followed by buffered writes.
     #[must_use]
     pub fn read(&self, file: &str) -> Vec<u8> {
         self.files.get(file).map_or_else(Vec::new, |f| {
             let mut v = f.durable.clone();
-            for w in &f.pending {
+            for (_, w) in &f.pending {
                 v.extend_from_slice(w);
             }
             v
         })
     }
 
-    /// Bytes that survive a crash now.
+    /// Bytes that would survive a crash at `now`.
     #[must_use]
-    pub fn durable(&self, file: &str) -> &[u8] {
-        self.files.get(file).map_or(&[], |f| f.durable.as_slice())
+    pub fn durable(&self, now: Instant, file: &str) -> Vec<u8> {
+        self.files.get(file).map_or_else(Vec::new, |f| {
+            let mut f = f.clone();
+            f.settle(now);
+            f.durable
+        })
     }
 
-    /// A crash: unsynced writes are lost; with torn writes, a prefix of the oldest one may
-    /// survive.
-    pub fn crash(&mut self) {
+    /// A crash at `now`: writes whose sync had not completed are lost; with torn writes, a
+    /// prefix of the oldest lost write may survive.
+    pub fn crash(&mut self, now: Instant) {
         let torn = self.config.torn_writes;
         for f in self.files.values_mut() {
+            f.settle(now);
             let pending = std::mem::take(&mut f.pending);
             if torn {
-                if let Some(first) = pending.first() {
+                if let Some((_, first)) = pending.first() {
                     let keep = self.rng.below(first.len() as u64 + 1) as usize;
                     f.durable
                         .extend_from_slice(first.get(..keep).unwrap_or(&[]));
@@ -130,10 +151,14 @@ mod tests {
         let t = s.sync(t, "log");
         assert_eq!(t, Instant::from_micros(2020));
         s.append(t, "log", b"two;");
+        let t2 = s.sync(t, "log");
         assert_eq!(s.read("log"), b"one;two;");
-        s.crash();
+        assert_eq!(s.durable(t, "log"), b"one;");
+        assert_eq!(s.durable(t2, "log"), b"one;two;");
+        // A crash before the second sync completes loses its write.
+        s.crash(t);
         assert_eq!(s.read("log"), b"one;");
-        assert_eq!(s.durable("log"), b"one;");
+        assert_eq!(s.durable(t2, "log"), b"one;");
     }
 
     #[test]
@@ -149,8 +174,8 @@ mod tests {
             );
             s.append(Instant::ZERO, "log", b"abcdefgh");
             s.append(Instant::ZERO, "log", b"ijkl");
-            s.crash();
-            let d = s.durable("log").to_vec();
+            s.crash(Instant::ZERO);
+            let d = s.durable(Instant::ZERO, "log");
             assert!(b"abcdefgh".starts_with(&d), "{d:?}");
             seen.insert(d.len());
         }

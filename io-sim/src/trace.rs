@@ -25,13 +25,13 @@ pub enum TraceEvent {
         to: HostId,
         /// Length in bytes.
         len: usize,
-        /// BLAKE3 of the bytes, first 8 bytes (the hash covers the full digest).
+        /// The first 8 bytes of the BLAKE3 hash of the datagram (what the trace hash covers).
         digest: [u8; 8],
     },
     /// A datagram was dropped.
     Drop {
-        /// Sending host.
-        from: HostId,
+        /// Sending host (`None` for injected datagrams).
+        from: Option<HostId>,
         /// Intended recipient, if known.
         to: Option<HostId>,
         /// Length in bytes.
@@ -60,7 +60,7 @@ pub enum TraceEvent {
         /// The description.
         text: String,
     },
-    /// A fault or scheduled action took effect.
+    /// A fault took effect (scheduled actions are recorded through what they cause).
     Fault {
         /// The description.
         text: String,
@@ -106,7 +106,7 @@ impl TraceRecord {
                 reason,
             } => {
                 h.update(&[2]);
-                host(h, Some(*from));
+                host(h, *from);
                 host(h, *to);
                 h.update(&(*len as u64).to_le_bytes());
                 h.update(reason.as_str().as_bytes());
@@ -167,7 +167,7 @@ impl TraceRecord {
             } => write!(
                 s,
                 "\"kind\":\"drop\",\"from\":{},\"to\":{},\"len\":{len},\"reason\":\"{}\"}}",
-                from.0,
+                host(*from),
                 host(*to),
                 reason.as_str()
             ),
@@ -353,7 +353,7 @@ mod tests {
             step: 1,
             at: Instant::ZERO,
             event: TraceEvent::Drop {
-                from: HostId(0),
+                from: Some(HostId(0)),
                 to: None,
                 len: 5,
                 reason: DropReason::NoRoute,

@@ -8,7 +8,7 @@
 //! change what happens to the others. It never reads a wall clock.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -64,9 +64,14 @@ struct Host<M: Machine> {
     incarnation: u32,
     clock: ClockModel,
     status: Status,
-    /// Bumped whenever the scheduled wake-up changes; stale queue entries are skipped.
-    wake_gen: u64,
+    /// The instant (global) the machine asked to be woken at.
     wake_at: Option<Instant>,
+    /// The earliest Wake entry of this host still in the queue.
+    wake_queued: Option<Instant>,
+    /// Identifies the current pause, so that an old pause's resume cannot end a later one.
+    pause_gen: u64,
+    /// The latest local time the machine was shown (kept monotonic across clock changes).
+    last_local: Instant,
     /// Datagrams that arrived while paused (bounded like a socket buffer).
     inbox: Vec<(SocketAddr, Option<HostId>, Vec<u8>)>,
     events: Vec<(Instant, M::Event)>,
@@ -77,6 +82,8 @@ struct Host<M: Machine> {
 const PAUSED_INBOX: usize = 4096;
 /// Steps at one virtual instant beyond which the run is declared livelocked.
 const LIVELOCK_STEPS: u64 = 1_000_000;
+/// Transmits plus events one drain may pull before the machine is declared runaway.
+const DRAIN_BUDGET: u64 = 10_000_000;
 
 enum Pending {
     Deliver {
@@ -85,25 +92,16 @@ enum Pending {
         from_addr: SocketAddr,
         bytes: Vec<u8>,
     },
-    Wake {
-        host: HostId,
-        generation: u64,
-    },
-    Resume(HostId),
+    Wake(HostId),
+    Resume(HostId, u64),
     Fault(Fault),
+    Action(u64),
 }
 
 struct Scheduled {
     at: Instant,
     seq: u64,
-    what: PendingSlot,
-}
-
-/// Actions are closures over the world's own type, so the queue refers to them by index into
-/// `World::actions`.
-enum PendingSlot {
-    Plain(Pending),
-    Action(usize),
+    what: Pending,
 }
 
 impl PartialEq for Scheduled {
@@ -122,6 +120,18 @@ impl Ord for Scheduled {
         (self.at, self.seq).cmp(&(other.at, other.seq))
     }
 }
+
+/// A host address already in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressInUse(pub SocketAddr);
+
+impl std::fmt::Display for AddressInUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "another host already has address {}", self.0)
+    }
+}
+
+impl std::error::Error for AddressInUse {}
 
 /// Counters of a run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -178,13 +188,19 @@ pub struct World<M: Machine> {
     now: Instant,
     seq: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
-    actions: Vec<Option<Action<M>>>,
+    actions: BTreeMap<u64, Action<M>>,
     hosts: Vec<Host<M>>,
     by_addr: BTreeMap<SocketAddr, HostId>,
     links: BTreeMap<(HostId, HostId), Link>,
+    /// Links configured one by one, which a new default does not override.
+    custom_links: BTreeSet<(HostId, HostId)>,
     default_link: LinkConfig,
     blocked: BTreeSet<(HostId, HostId)>,
     handler: Option<Handler<M>>,
+    /// Events pulled from machines, waiting for the handler (a handler's own actions may pull
+    /// more; they are handled in order by the outermost dispatch).
+    dispatch: VecDeque<(HostId, M::Event)>,
+    dispatching: bool,
     invariants: Vec<Invariant<M>>,
     trace: Trace,
     stats: WorldStats,
@@ -215,13 +231,16 @@ impl<M: Machine> World<M> {
             now: Instant::ZERO,
             seq: 0,
             queue: BinaryHeap::new(),
-            actions: Vec::new(),
+            actions: BTreeMap::new(),
             hosts: Vec::new(),
             by_addr: BTreeMap::new(),
             links: BTreeMap::new(),
+            custom_links: BTreeSet::new(),
             default_link: LinkConfig::default(),
             blocked: BTreeSet::new(),
             handler: None,
+            dispatch: VecDeque::new(),
+            dispatching: false,
             invariants: Vec::new(),
             trace: Trace::new(64),
             stats: WorldStats::default(),
@@ -267,21 +286,26 @@ impl<M: Machine> World<M> {
         self.failure.as_ref()
     }
 
-    /// Whether to keep every machine event per host (on by default; large runs turn it off).
+    /// Whether to keep every machine event per host, for `events()`. On by default; it grows
+    /// with the run, so long or large runs turn it off.
     pub fn keep_events(&mut self, keep: bool) {
         self.keep_events = keep;
     }
 
-    /// The link configuration used for host pairs without their own.
+    /// The configuration of every link not configured one by one with `set_link`.
     pub fn set_default_link(&mut self, config: LinkConfig) {
         self.default_link = config;
-        for link in self.links.values_mut() {
-            link.config = config;
+        for (key, link) in &mut self.links {
+            if !self.custom_links.contains(key) {
+                link.config = config;
+            }
         }
     }
 
-    /// Configures the link from `from` to `to` (one direction).
+    /// Configures the link from `from` to `to` (one direction); a later default does not
+    /// override it.
     pub fn set_link(&mut self, from: HostId, to: HostId, config: LinkConfig) {
+        self.custom_links.insert((from, to));
         self.link(from, to).config = config;
     }
 
@@ -301,12 +325,32 @@ impl<M: Machine> World<M> {
     }
 
     /// Adds a host at `addr` whose machine `factory` builds (now, and again at each restart).
+    ///
+    /// # Panics
+    ///
+    /// If another host has `addr` (use [`World::try_add_host`] to get an error instead).
     pub fn add_host(
         &mut self,
         name: impl Into<String>,
         addr: SocketAddr,
         factory: impl FnMut(&HostSetup) -> M + 'static,
     ) -> HostId {
+        match self.try_add_host(name, addr, factory) {
+            Ok(h) => h,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Adds a host, or says that its address is taken.
+    pub fn try_add_host(
+        &mut self,
+        name: impl Into<String>,
+        addr: SocketAddr,
+        factory: impl FnMut(&HostSetup) -> M + 'static,
+    ) -> Result<HostId, AddressInUse> {
+        if self.by_addr.contains_key(&addr) {
+            return Err(AddressInUse(addr));
+        }
         let id = HostId(self.hosts.len() as u32);
         let mut factory: Factory<M> = Box::new(factory);
         let setup = HostSetup {
@@ -325,8 +369,10 @@ impl<M: Machine> World<M> {
             incarnation: 0,
             clock: ClockModel::default(),
             status: Status::Up,
-            wake_gen: 0,
             wake_at: None,
+            wake_queued: None,
+            pause_gen: 0,
+            last_local: self.now,
             inbox: Vec::new(),
             events: Vec::new(),
             storage: Storage::new(
@@ -336,7 +382,7 @@ impl<M: Machine> World<M> {
         });
         self.by_addr.insert(addr, id);
         self.drain(id);
-        id
+        Ok(id)
     }
 
     /// Hosts in the world.
@@ -359,7 +405,8 @@ impl<M: Machine> World<M> {
         self.hosts.get(h.0 as usize).map(|x| x.addr)
     }
 
-    /// Sets a host's clock model (skew and drift).
+    /// Sets a host's clock model (skew and drift). The host's clock never runs backwards: if
+    /// the new model reads earlier than what the host has seen, it waits for it to catch up.
     pub fn set_clock(&mut self, h: HostId, clock: ClockModel) {
         if let Some(host) = self.hosts.get_mut(h.0 as usize) {
             host.clock = clock;
@@ -367,12 +414,21 @@ impl<M: Machine> World<M> {
         self.reschedule(h);
     }
 
-    /// A host's local time now.
+    /// A host's local time now (monotonic, whatever its clock model does).
     #[must_use]
     pub fn local_now(&self, h: HostId) -> Instant {
         self.hosts
             .get(h.0 as usize)
-            .map_or(self.now, |x| x.clock.local(self.now))
+            .map_or(self.now, |x| x.clock.local(self.now).max(x.last_local))
+    }
+
+    /// The local time to show a machine now, remembered so that it never goes backwards.
+    fn observe_local(&mut self, h: HostId) -> Instant {
+        let now = self.local_now(h);
+        if let Some(host) = self.hosts.get_mut(h.0 as usize) {
+            host.last_local = now;
+        }
+        now
     }
 
     /// The machine of a running host.
@@ -382,18 +438,17 @@ impl<M: Machine> World<M> {
     }
 
     /// Runs `f` on a running host's machine with its local `now`, then drains the machine.
-    /// Returns `None` if the host is down.
+    /// Returns `None` if the host is down or paused.
     pub fn with_machine<R>(
         &mut self,
         h: HostId,
         f: impl FnOnce(&mut M, Instant) -> R,
     ) -> Option<R> {
-        let now = self.local_now(h);
-        let host = self.hosts.get_mut(h.0 as usize)?;
-        if host.status != Status::Up {
+        if !self.is_up(h) {
             return None;
         }
-        let r = f(host.machine.as_mut()?, now);
+        let now = self.observe_local(h);
+        let r = f(self.hosts.get_mut(h.0 as usize)?.machine.as_mut()?, now);
         self.drain(h);
         Some(r)
     }
@@ -431,30 +486,30 @@ impl<M: Machine> World<M> {
 
     /// Runs `action` at global time `at`.
     pub fn at(&mut self, at: Instant, action: impl FnOnce(&mut World<M>) + 'static) {
-        let index = self.actions.len();
-        self.actions.push(Some(Box::new(action)));
-        self.push(at, PendingSlot::Action(index));
+        let key = self.seq + 1;
+        self.actions.insert(key, Box::new(action));
+        self.push(at, Pending::Action(key));
     }
 
     /// Applies `fault` at its instant.
     pub fn schedule(&mut self, fault: ScheduledFault) {
-        self.push(fault.at, PendingSlot::Plain(Pending::Fault(fault.fault)));
+        self.push(fault.at, Pending::Fault(fault.fault));
     }
 
     /// Sends `bytes` to `to` from an address outside the world, delivered at `at`.
     pub fn inject(&mut self, at: Instant, from: SocketAddr, to: HostId, bytes: Vec<u8>) {
         self.push(
             at,
-            PendingSlot::Plain(Pending::Deliver {
+            Pending::Deliver {
                 to,
                 from: None,
                 from_addr: from,
                 bytes,
-            }),
+            },
         );
     }
 
-    fn push(&mut self, at: Instant, what: PendingSlot) {
+    fn push(&mut self, at: Instant, what: Pending) {
         self.seq += 1;
         self.queue.push(Reverse(Scheduled {
             at: at.max(self.now),
@@ -471,11 +526,29 @@ impl<M: Machine> World<M> {
         });
     }
 
+    fn dropped(
+        &mut self,
+        from: Option<HostId>,
+        to: Option<HostId>,
+        len: usize,
+        reason: DropReason,
+    ) {
+        self.stats.dropped += 1;
+        self.record(TraceEvent::Drop {
+            from,
+            to,
+            len,
+            reason,
+        });
+    }
+
     /// Stops the run with a violation (for checks done in event handlers and actions).
     pub fn violation(&mut self, message: impl Into<String>) {
         self.fail(message.into());
     }
 
+    /// Records the failure (the first one wins). Its step is the step being processed: steps
+    /// are numbered from 1, and `run_to_step(n)` stops after step `n`.
     fn fail(&mut self, message: String) {
         if self.failure.is_some() {
             return;
@@ -495,6 +568,20 @@ impl<M: Machine> World<M> {
         self.queue.peek().map(|Reverse(s)| s.at)
     }
 
+    /// Whether a queue entry does anything (stale wake-ups and resumes do not count as steps).
+    fn is_live(&self, p: &Pending) -> bool {
+        match p {
+            Pending::Wake(h) => self.hosts.get(h.0 as usize).is_some_and(|x| {
+                x.status == Status::Up && x.wake_at.is_some_and(|w| w <= self.now)
+            }),
+            Pending::Resume(h, generation) => self
+                .hosts
+                .get(h.0 as usize)
+                .is_some_and(|x| x.status == Status::Paused && x.pause_gen == *generation),
+            _ => true,
+        }
+    }
+
     /// Processes the next entry of the queue. Returns `false` when the queue is empty or the
     /// run has failed.
     pub fn step(&mut self) -> bool {
@@ -508,30 +595,35 @@ impl<M: Machine> World<M> {
             self.now = next.at;
             self.steps_at_now = 0;
         }
-        let counted = match next.what {
-            PendingSlot::Action(i) => {
-                if let Some(action) = self.actions.get_mut(i).and_then(Option::take) {
-                    action(self);
+        if let Pending::Wake(h) = &next.what {
+            if let Some(host) = self.hosts.get_mut(h.0 as usize) {
+                if host.wake_queued == Some(next.at) {
+                    host.wake_queued = None;
                 }
-                true
             }
-            PendingSlot::Plain(p) => self.apply(p),
-        };
-        if counted {
-            self.stats.steps += 1;
-            self.steps_at_now += 1;
-            if self.steps_at_now > LIVELOCK_STEPS {
-                self.fail(format!(
-                    "livelock: more than {LIVELOCK_STEPS} steps without virtual time advancing"
-                ));
-            }
-            self.check_invariants();
         }
+        if !self.is_live(&next.what) {
+            // A wake-up that is early now (the deadline moved later) is re-queued for the
+            // deadline; a stale one is dropped. Neither is a step.
+            if let Pending::Wake(h) = next.what {
+                self.queue_wake(h);
+            }
+            return true;
+        }
+        self.stats.steps += 1;
+        self.steps_at_now += 1;
+        self.apply(next.what);
+        if self.steps_at_now > LIVELOCK_STEPS {
+            self.fail(format!(
+                "livelock: more than {LIVELOCK_STEPS} steps without virtual time advancing"
+            ));
+        }
+        self.check_invariants();
         self.failure.is_none()
     }
 
     fn check_invariants(&mut self) {
-        if self.invariants.is_empty() {
+        if self.invariants.is_empty() || self.failure.is_some() {
             return;
         }
         let mut invariants = std::mem::take(&mut self.invariants);
@@ -569,9 +661,10 @@ impl<M: Machine> World<M> {
         self.run_until(until)
     }
 
-    /// Runs until step `n` has been processed (for inspecting a run mid-way).
-    pub fn run_to_step(&mut self, n: u64) -> Result<(), Failure> {
-        while self.stats.steps < n {
+    /// Runs until step `n` has been processed or virtual time passes `until`, whichever comes
+    /// first (for inspecting a run mid-way).
+    pub fn run_to_step(&mut self, n: u64, until: Instant) -> Result<(), Failure> {
+        while self.stats.steps < n && self.next_at().is_some_and(|t| t <= until) {
             if !self.step() {
                 break;
             }
@@ -582,50 +675,45 @@ impl<M: Machine> World<M> {
         }
     }
 
-    /// Applies one queue entry; returns whether it counts as a step.
-    fn apply(&mut self, p: Pending) -> bool {
+    fn apply(&mut self, p: Pending) {
         match p {
             Pending::Deliver {
                 to,
                 from,
                 from_addr,
                 bytes,
-            } => {
-                self.deliver(to, from, from_addr, bytes);
-                true
-            }
-            Pending::Wake { host, generation } => {
-                let Some(h) = self.hosts.get(host.0 as usize) else {
-                    return false;
-                };
-                if h.wake_gen != generation || h.status != Status::Up {
-                    return false;
-                }
+            } => self.deliver(to, from, from_addr, bytes),
+            Pending::Wake(host) => {
                 self.stats.timers += 1;
                 self.record(TraceEvent::Timer { host });
-                let now = self.local_now(host);
-                let result = self.hosts.get_mut(host.0 as usize).and_then(|h| {
-                    h.wake_at = None;
-                    h.machine.as_mut().map(|m| m.handle_timeout(now))
-                });
-                if let Some(Err(e)) = result {
-                    self.fail(format!("host {}: {e}", host.0));
-                }
-                self.drain(host);
-                true
+                self.timeout(host);
             }
-            Pending::Resume(host) => {
-                self.resume(host);
-                true
-            }
+            Pending::Resume(host, _) => self.resume(host),
             Pending::Fault(fault) => {
                 self.record(TraceEvent::Fault {
                     text: fault.to_string(),
                 });
                 self.apply_fault(fault);
-                true
+            }
+            Pending::Action(key) => {
+                if let Some(action) = self.actions.remove(&key) {
+                    action(self);
+                }
             }
         }
+    }
+
+    /// Fires a host's timer: `handle_timeout` with its local now, then drain.
+    fn timeout(&mut self, host: HostId) {
+        let now = self.observe_local(host);
+        let result = self.hosts.get_mut(host.0 as usize).and_then(|h| {
+            h.wake_at = None;
+            h.machine.as_mut().map(|m| m.handle_timeout(now))
+        });
+        if let Some(Err(e)) = result {
+            self.fail(format!("host {}: {e}", host.0));
+        }
+        self.drain(host);
     }
 
     fn deliver(&mut self, to: HostId, from: Option<HostId>, from_addr: SocketAddr, bytes: Vec<u8>) {
@@ -633,33 +721,16 @@ impl<M: Machine> World<M> {
             return;
         };
         match host.status {
-            Status::Down => {
-                self.stats.dropped += 1;
-                self.record(TraceEvent::Drop {
-                    from: from.unwrap_or(to),
-                    to: Some(to),
-                    len: bytes.len(),
-                    reason: DropReason::HostDown,
-                });
-                return;
-            }
+            Status::Down => self.dropped(from, Some(to), bytes.len(), DropReason::HostDown),
             Status::Paused => {
                 if host.inbox.len() < PAUSED_INBOX {
                     host.inbox.push((from_addr, from, bytes));
                 } else {
-                    self.stats.dropped += 1;
-                    self.record(TraceEvent::Drop {
-                        from: from.unwrap_or(to),
-                        to: Some(to),
-                        len: bytes.len(),
-                        reason: DropReason::QueueFull,
-                    });
+                    self.dropped(from, Some(to), bytes.len(), DropReason::QueueFull);
                 }
-                return;
             }
-            Status::Up => {}
+            Status::Up => self.feed(to, from, from_addr, &bytes),
         }
-        self.feed(to, from, from_addr, &bytes);
     }
 
     fn feed(&mut self, to: HostId, from: Option<HostId>, from_addr: SocketAddr, bytes: &[u8]) {
@@ -673,7 +744,7 @@ impl<M: Machine> World<M> {
             len: bytes.len(),
             digest: short,
         });
-        let now = self.local_now(to);
+        let now = self.observe_local(to);
         let result = self
             .hosts
             .get_mut(to.0 as usize)
@@ -685,134 +756,140 @@ impl<M: Machine> World<M> {
         self.drain(to);
     }
 
-    /// Pulls every transmit and event out of a host's machine, routes the transmits, runs the
-    /// handler on the events, and schedules the machine's next wake-up.
+    /// Pulls every transmit and event out of a host's machine, routes the transmits, hands the
+    /// events to the handler, and schedules the machine's next wake-up.
     fn drain(&mut self, h: HostId) {
-        let mut buf = std::mem::take(&mut self.buf);
+        let mut pulled = 0u64;
         loop {
-            let now = self.local_now(h);
+            let now = self.observe_local(h);
             let mut progressed = false;
+            // The buffer is only held while polling, never across a handler or a route.
+            let mut buf = std::mem::take(&mut self.buf);
+            if buf.len() < 65_536 {
+                buf = vec![0u8; 65_536];
+            }
+            let mut out = Vec::new();
             while let Some(m) = self
                 .hosts
                 .get_mut(h.0 as usize)
                 .and_then(|x| x.machine.as_mut())
             {
                 match m.poll_transmit(now, &mut buf) {
-                    Ok(Some((dst, len))) => {
-                        progressed = true;
-                        let bytes = buf.get(..len).unwrap_or(&[]).to_vec();
-                        self.route(h, dst, bytes);
-                    }
+                    Ok(Some((dst, len))) => out.push((dst, buf.get(..len).unwrap_or(&[]).to_vec())),
                     Ok(None) => break,
                     Err(e) => {
+                        self.buf = buf;
                         self.fail(format!("host {}: {e}", h.0));
-                        break;
+                        return;
                     }
                 }
             }
-            let mut events = Vec::new();
+            self.buf = buf;
+            pulled += out.len() as u64;
+            progressed |= !out.is_empty();
+            for (dst, bytes) in out {
+                self.route(h, dst, bytes);
+            }
             if let Some(m) = self
                 .hosts
                 .get_mut(h.0 as usize)
                 .and_then(|x| x.machine.as_mut())
             {
                 while let Some(ev) = m.poll_event() {
-                    events.push(ev);
+                    progressed = true;
+                    pulled += 1;
+                    self.dispatch.push_back((h, ev));
                 }
             }
-            if !events.is_empty() {
-                progressed = true;
-            }
-            for ev in events {
-                self.stats.events += 1;
-                self.record(TraceEvent::Event {
-                    host: h,
-                    text: M::describe(&ev),
-                });
-                if let Some(mut handler) = self.handler.take() {
-                    handler(self, h, &ev);
-                    if self.handler.is_none() {
-                        self.handler = Some(handler);
-                    }
-                }
-                if self.keep_events {
-                    let now = self.now;
-                    if let Some(host) = self.hosts.get_mut(h.0 as usize) {
-                        host.events.push((now, ev));
-                    }
-                }
+            self.dispatch_events();
+            if pulled > DRAIN_BUDGET {
+                self.fail(format!(
+                    "host {}: more than {DRAIN_BUDGET} transmits and events from one input",
+                    h.0
+                ));
             }
             if !progressed || self.failure.is_some() {
                 break;
             }
         }
-        self.buf = buf;
         self.reschedule(h);
     }
 
+    /// Hands queued events to the handler, in order. Re-entrant calls (a handler whose actions
+    /// drain another machine) leave their events to the outermost call.
+    fn dispatch_events(&mut self) {
+        if self.dispatching {
+            return;
+        }
+        self.dispatching = true;
+        while let Some((h, ev)) = self.dispatch.pop_front() {
+            self.stats.events += 1;
+            self.record(TraceEvent::Event {
+                host: h,
+                text: M::describe(&ev),
+            });
+            if let Some(mut handler) = self.handler.take() {
+                handler(self, h, &ev);
+                if self.handler.is_none() {
+                    self.handler = Some(handler);
+                }
+            }
+            if self.keep_events {
+                let now = self.now;
+                if let Some(host) = self.hosts.get_mut(h.0 as usize) {
+                    host.events.push((now, ev));
+                }
+            }
+        }
+        self.dispatching = false;
+    }
+
+    /// Reads the machine's next deadline and makes sure a wake-up is queued for it. Deadlines
+    /// that move later leave the earlier entry in place (it re-queues itself when it comes), so
+    /// each host has a bounded number of entries in the queue.
     fn reschedule(&mut self, h: HostId) {
-        let now = self.now;
         let Some(host) = self.hosts.get_mut(h.0 as usize) else {
             return;
         };
         if host.status != Status::Up {
             return;
         }
-        let next = host
+        let now = self.now;
+        let clock = host.clock;
+        let floor = host.last_local;
+        host.wake_at = host
             .machine
             .as_ref()
             .and_then(Machine::poll_timeout)
-            .map(|local| host.clock.global(local).max(now));
-        if next == host.wake_at {
+            .map(|local| clock.global(local.max(floor)).max(now));
+        self.queue_wake(h);
+    }
+
+    fn queue_wake(&mut self, h: HostId) {
+        let Some(host) = self.hosts.get_mut(h.0 as usize) else {
+            return;
+        };
+        let Some(at) = host.wake_at else { return };
+        if host.status != Status::Up || host.wake_queued.is_some_and(|q| q <= at) {
             return;
         }
-        host.wake_at = next;
-        host.wake_gen += 1;
-        let generation = host.wake_gen;
-        if let Some(at) = next {
-            self.push(
-                at,
-                PendingSlot::Plain(Pending::Wake {
-                    host: h,
-                    generation,
-                }),
-            );
-        }
+        host.wake_queued = Some(at);
+        self.push(at, Pending::Wake(h));
     }
 
     fn route(&mut self, from: HostId, dst: SocketAddr, bytes: Vec<u8>) {
         let len = bytes.len();
         let Some(&to) = self.by_addr.get(&dst) else {
-            self.stats.dropped += 1;
-            self.record(TraceEvent::Drop {
-                from,
-                to: None,
-                len,
-                reason: DropReason::NoRoute,
-            });
+            self.dropped(Some(from), None, len, DropReason::NoRoute);
             return;
         };
         if self.blocked.contains(&(from, to)) {
-            self.stats.dropped += 1;
-            self.record(TraceEvent::Drop {
-                from,
-                to: Some(to),
-                len,
-                reason: DropReason::Partition,
-            });
+            self.dropped(Some(from), Some(to), len, DropReason::Partition);
             return;
         }
         let now = self.now;
         match self.link(from, to).transmit(now, len) {
-            Fate::Dropped(reason) => {
-                self.stats.dropped += 1;
-                self.record(TraceEvent::Drop {
-                    from,
-                    to: Some(to),
-                    len,
-                    reason,
-                });
-            }
+            Fate::Dropped(reason) => self.dropped(Some(from), Some(to), len, reason),
             Fate::Delivered { at, corrupt_bit } => {
                 let mut bytes = bytes;
                 if let Some(bit) = corrupt_bit {
@@ -833,12 +910,12 @@ impl<M: Machine> World<M> {
                     };
                     self.push(
                         t,
-                        PendingSlot::Plain(Pending::Deliver {
+                        Pending::Deliver {
                             to,
                             from: Some(from),
                             from_addr,
                             bytes: b,
-                        }),
+                        },
                     );
                 }
             }
@@ -854,6 +931,13 @@ impl<M: Machine> World<M> {
                     }
                 }
             }
+            Fault::Unblock { from, to } => {
+                for a in &from {
+                    for b in &to {
+                        self.blocked.remove(&(*a, *b));
+                    }
+                }
+            }
             Fault::Partition { a, b } => {
                 for x in &a {
                     for y in &b {
@@ -866,28 +950,37 @@ impl<M: Machine> World<M> {
             Fault::Crash(h) => self.crash(h),
             Fault::Restart(h) => self.restart(h),
             Fault::Pause(h, d) => {
+                let until = self.now + d;
                 if let Some(host) = self.hosts.get_mut(h.0 as usize) {
                     if host.status == Status::Up {
                         host.status = Status::Paused;
-                        host.wake_gen += 1;
                         host.wake_at = None;
-                        let until = self.now + d;
-                        self.push(until, PendingSlot::Plain(Pending::Resume(h)));
+                        host.pause_gen += 1;
+                        let generation = host.pause_gen;
+                        self.push(until, Pending::Resume(h, generation));
                     }
                 }
             }
+            Fault::Link { from, to, config } => self.set_link(from, to, config),
+            Fault::Clock(h, clock) => self.set_clock(h, clock),
         }
     }
 
-    /// Crashes a host now: its machine and unsynced storage are lost.
+    /// Crashes a host now: its machine, the datagrams waiting in its socket buffer and its
+    /// unsynced storage are lost.
     pub fn crash(&mut self, h: HostId) {
-        if let Some(host) = self.hosts.get_mut(h.0 as usize) {
-            host.machine = None;
-            host.status = Status::Down;
-            host.wake_gen += 1;
-            host.wake_at = None;
-            host.inbox.clear();
-            host.storage.crash();
+        let now = self.now;
+        let Some(host) = self.hosts.get_mut(h.0 as usize) else {
+            return;
+        };
+        host.machine = None;
+        host.status = Status::Down;
+        host.wake_at = None;
+        host.pause_gen += 1;
+        let inbox = std::mem::take(&mut host.inbox);
+        host.storage.crash(now);
+        for (_, from, bytes) in inbox {
+            self.dropped(from, Some(h), bytes.len(), DropReason::HostDown);
         }
     }
 
@@ -902,6 +995,8 @@ impl<M: Machine> World<M> {
             return;
         }
         host.incarnation += 1;
+        let local = host.clock.local(now).max(host.last_local);
+        host.last_local = local;
         let setup = HostSetup {
             id: h,
             addr: host.addr,
@@ -910,34 +1005,35 @@ impl<M: Machine> World<M> {
                 "io-sim/host",
                 (u64::from(h.0) << 32) | u64::from(host.incarnation),
             ),
-            now: host.clock.local(now),
+            now: local,
         };
         host.machine = Some((host.factory)(&setup));
         host.status = Status::Up;
         self.drain(h);
     }
 
+    /// Ends a pause: the overdue timer fires first (the process wakes and finds it late), then
+    /// each datagram that queued meanwhile is delivered as a step of its own, in order.
     fn resume(&mut self, h: HostId) {
-        let now = self.local_now(h);
         let Some(host) = self.hosts.get_mut(h.0 as usize) else {
             return;
         };
-        if host.status != Status::Paused {
-            return;
-        }
         host.status = Status::Up;
         let inbox = std::mem::take(&mut host.inbox);
-        // Stale timers first (the process wakes and finds them overdue), then the backlog.
-        let result = host.machine.as_mut().map(|m| m.handle_timeout(now));
-        if let Some(Err(e)) = result {
-            self.fail(format!("host {}: {e}", h.0));
-        }
-        self.drain(h);
+        self.stats.timers += 1;
+        self.record(TraceEvent::Timer { host: h });
+        self.timeout(h);
+        let now = self.now;
         for (from_addr, from, bytes) in inbox {
-            if !self.is_up(h) {
-                break;
-            }
-            self.feed(h, from, from_addr, &bytes);
+            self.push(
+                now,
+                Pending::Deliver {
+                    to: h,
+                    from,
+                    from_addr,
+                    bytes,
+                },
+            );
         }
     }
 }

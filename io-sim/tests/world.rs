@@ -393,7 +393,7 @@ fn the_trace_exports_as_json_lines_and_a_run_stops_at_a_step() {
     let mut w = scenarios::mesh(&p);
     w.trace_mut()
         .set_sink(Box::new(std::fs::File::create(&path).unwrap()));
-    w.run_to_step(40).unwrap();
+    w.run_to_step(40, Instant::MAX).unwrap();
     assert_eq!(w.stats().steps, 40);
     w.trace_mut().finish().unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -413,10 +413,13 @@ fn the_trace_exports_as_json_lines_and_a_run_stops_at_a_step() {
 fn storage_loses_unsynced_writes_when_its_host_crashes() {
     let mut w = scenarios::mesh(&params(2, LinkConfig::default()));
     let h = HostId(1);
+    w.run_until(Instant::from_millis(100)).unwrap();
+    let now = w.now();
     let s = w.storage_mut(h).unwrap();
     s.append(Instant::ZERO, "log", b"durable;");
     s.sync(Instant::ZERO, "log");
-    s.append(Instant::ZERO, "log", b"lost;");
+    s.append(now, "log", b"synced too late;");
+    s.sync(now, "log"); // completes after `now`: the crash below comes first
     w.crash(h);
     assert!(!w.is_up(h));
     assert_eq!(w.storage_mut(h).unwrap().read("log"), b"durable;");
@@ -494,4 +497,97 @@ fn net_sim_sweeps_seeds_and_prints_replay_commands() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn a_handler_can_drive_machines() {
+    // B echoes every datagram back from inside the event handler (a nested drain).
+    let mut w = scenarios::mesh(&params(2, LinkConfig::default()));
+    w.on_event(move |w, h, ev| {
+        if let (1, Event::Datagram { session, data, .. }) = (h.0, ev) {
+            let (session, mut reply) = (*session, data.clone());
+            reply.extend_from_slice(b" (echo)");
+            w.with_machine(h, |m, now| m.send_datagram(now, session, &reply).unwrap());
+        }
+    });
+    w.run_until(Instant::from_millis(30_000)).unwrap();
+    let echoes = w
+        .events(HostId(0))
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Datagram { data, .. } if data.ends_with(b" (echo)")))
+        .count();
+    assert_eq!(echoes, 20);
+}
+
+#[test]
+fn an_old_resume_does_not_end_a_later_pause() {
+    let mut w = scenarios::mesh(&params(2, LinkConfig::default()));
+    for f in [
+        at(1_000, Fault::Pause(HostId(1), Duration::from_secs(1))),
+        at(1_500, Fault::Crash(HostId(1))),
+        at(1_600, Fault::Restart(HostId(1))),
+        at(1_700, Fault::Pause(HostId(1), Duration::from_secs(5))),
+    ] {
+        w.schedule(f);
+    }
+    w.run_until(Instant::from_millis(3_000)).unwrap();
+    assert!(!w.is_up(HostId(1)), "still in the second pause");
+    w.run_until(Instant::from_millis(7_000)).unwrap();
+    assert!(w.is_up(HostId(1)));
+}
+
+#[test]
+fn adding_a_host_does_not_change_what_happens_between_the_others() {
+    let link = LinkConfig {
+        loss_ppm: 100_000,
+        jitter: Duration::from_millis(20),
+        ..LinkConfig::default()
+    };
+    let deliveries_0_1 = |extra: bool| {
+        let mut w = scenarios::mesh(&params(2, link));
+        if extra {
+            // An idle third host (no sessions, no traffic).
+            w.add_host("idle", host_addr(9), scenarios::node_factory(9));
+        }
+        w.run_until(Instant::from_millis(20_000)).unwrap();
+        received(&w, 1, 0)
+    };
+    let without = deliveries_0_1(false);
+    assert!(!without.is_empty());
+    assert_eq!(without, deliveries_0_1(true));
+}
+
+#[test]
+fn a_printed_replay_command_with_faults_replays_through_a_shell() {
+    let p = Params {
+        seed: 3,
+        link: LinkConfig {
+            loss_ppm: 20_000,
+            reorder_ppm: 100_000,
+            reorder_delay: Duration::from_micros(12_500),
+            bandwidth_bps: Some(5_000_000),
+            ..LinkConfig::default()
+        },
+        faults: io_sim::parse_schedule(
+            "2000ms=partition:0|1;2500us=clock:1:1000:50;3000ms=link:0>1:latency=30ms,loss=50000;6000ms=heal",
+        )
+        .unwrap(),
+        ..params(2, LinkConfig::default())
+    };
+    let in_process = hash_of(&p);
+    let cmd = format!("'{}' run {p}", env!("CARGO_BIN_EXE_net-sim"));
+    let out = std::process::Command::new("sh")
+        .args(["-c", &cmd])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{cmd}\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("trace hash {in_process}")),
+        "{stdout}"
+    );
 }

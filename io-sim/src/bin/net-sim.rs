@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! net-sim run   [--scenario mesh|echo] [--seed N] [--nodes N] [--duration-ms MS] [--messages N]
-//!               [--latency-ms MS] [--jitter-ms MS] [--loss P] [--dup P] [--reorder P] [--corrupt P]
+//!               [--latency-ms MS | --latency-us US] [--jitter-ms MS | --jitter-us US] [--loss P]
+//!               [--dup P] [--reorder P] [--reorder-delay-us US] [--corrupt P]
+//!               [--bandwidth-bps BPS] [--queue-bytes N] [--mtu N] [--burst G2B,B2G,LG,LB]
 //!               [--faults SPEC] [--trace FILE.jsonl] [--stop-at STEP] [--shrink]
 //! net-sim sweep --seeds A..B [same options]
 //! net-sim list
@@ -27,9 +29,11 @@ struct Options {
 }
 
 fn usage() -> String {
-    "usage: net-sim run|sweep|list [--scenario mesh|echo] [--seed N] [--seeds A..B] [--nodes N] \
-     [--duration-ms MS] [--messages N] [--latency-ms MS] [--jitter-ms MS] [--loss P] [--dup P] \
-     [--reorder P] [--corrupt P] [--faults SPEC] [--trace FILE] [--stop-at STEP] [--shrink]"
+    "usage: net-sim run|sweep|list [--scenario mesh|echo] [--seed N] [--seeds A..B (sweep)] \
+     [--nodes N] [--duration-ms MS] [--messages N] [--latency-ms MS|--latency-us US] \
+     [--jitter-ms MS|--jitter-us US] [--loss P] [--dup P] [--reorder P] [--reorder-delay-us US] \
+     [--corrupt P] [--bandwidth-bps BPS] [--queue-bytes N] [--mtu N] [--burst G2B,B2G,LG,LB] \
+     [--faults SPEC] [--trace FILE (run)] [--stop-at STEP (run)] [--shrink]"
         .to_string()
 }
 
@@ -53,6 +57,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         stop_at: None,
         shrink: false,
     };
+    let mut reorder_delay = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         if flag == "--shrink" {
@@ -76,22 +81,60 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--duration-ms" => p.duration = Duration::from_millis(num(v)?),
             "--messages" => p.messages = num(v)?,
             "--latency-ms" => p.link.latency = Duration::from_millis(num(v)?),
+            "--latency-us" => p.link.latency = Duration::from_micros(num(v)?),
             "--jitter-ms" => p.link.jitter = Duration::from_millis(num(v)?),
+            "--jitter-us" => p.link.jitter = Duration::from_micros(num(v)?),
             "--loss" => p.link.loss_ppm = frac(v)?,
             "--dup" => p.link.duplicate_ppm = frac(v)?,
-            "--reorder" => {
-                p.link.reorder_ppm = frac(v)?;
-                p.link.reorder_delay = p.link.latency.max(Duration::from_millis(10));
-            }
+            "--reorder" => p.link.reorder_ppm = frac(v)?,
+            "--reorder-delay-us" => reorder_delay = Some(Duration::from_micros(num(v)?)),
             "--corrupt" => p.link.corrupt_ppm = frac(v)?,
+            "--bandwidth-bps" => p.link.bandwidth_bps = Some(num(v)?).filter(|b: &u64| *b > 0),
+            "--queue-bytes" => p.link.queue_bytes = num(v)?,
+            "--mtu" => p.link.mtu = Some(num(v)?).filter(|m: &usize| *m > 0),
+            "--burst" => {
+                let n: Vec<u32> = v.split(',').map(num).collect::<Result<_, _>>()?;
+                let [good_to_bad_ppm, bad_to_good_ppm, loss_good_ppm, loss_bad_ppm] = n[..] else {
+                    return Err(format!("--burst takes four ppm values, got {v}"));
+                };
+                p.link.burst_loss = Some(io_sim::GilbertElliott {
+                    good_to_bad_ppm,
+                    bad_to_good_ppm,
+                    loss_good_ppm,
+                    loss_bad_ppm,
+                });
+            }
             "--faults" => p.faults = parse_schedule(v).map_err(|e| e.to_string())?,
             "--trace" => o.trace = Some(v.clone()),
             "--stop-at" => o.stop_at = Some(num(v)?),
             _ => return Err(format!("unknown option {flag}\n{}", usage())),
         }
     }
+    // Resolved after every flag, so that flag order does not matter.
+    o.params.link.reorder_delay = match reorder_delay {
+        Some(d) => d,
+        None if o.params.link.reorder_ppm > 0 => {
+            o.params.link.latency.max(Duration::from_millis(10))
+        }
+        None => Duration::ZERO,
+    };
     if o.params.nodes < 2 {
         return Err("--nodes must be at least 2".into());
+    }
+    if o.params.messages > 1_000_000 {
+        return Err("--messages is at most 1000000".into());
+    }
+    if let Some(h) = o
+        .params
+        .faults
+        .iter()
+        .flat_map(|f| f.fault.hosts())
+        .find(|h| h.0 as usize >= o.params.nodes)
+    {
+        return Err(format!(
+            "--faults names host {} but there are only {} nodes",
+            h.0, o.params.nodes
+        ));
     }
     Ok(o)
 }
@@ -118,11 +161,14 @@ fn drive<M: Machine>(
     let start = std::time::Instant::now();
     let until = Instant::ZERO + p.duration;
     let result = match stop_at {
-        Some(n) => w.run_to_step(n),
+        Some(n) => w.run_to_step(n, until),
         None => w.run_until(until),
     };
     let wall = start.elapsed();
-    w.trace_mut().finish().map_err(|e| format!("trace: {e}"))?;
+    // A trace-file error is reported, but never hides the run's own outcome.
+    if let Err(e) = w.trace_mut().finish() {
+        eprintln!("trace file: {e}");
+    }
     Ok(Outcome {
         failure: result.err(),
         virtual_time: w.now(),
@@ -164,72 +210,71 @@ fn print_summary(p: &Params, o: &Outcome) {
     println!("trace hash {}", o.hash);
 }
 
-fn still_fails(q: &Params) -> bool {
-    matches!(
-        run_once(q, None, None),
-        Ok(Outcome {
-            failure: Some(_),
-            ..
-        })
-    )
+/// A failure message with its numbers blanked: the same bug at another step or host still
+/// counts as the same failure while shrinking, a different bug does not.
+fn failure_kind(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+        .collect()
 }
 
-/// Shrinks a failing scenario: first its fault schedule, then its workload (fewer messages,
-/// fewer nodes, a shorter run) while it keeps failing.
-fn shrink_params(p: &Params) -> (Params, usize) {
-    let s = shrink_faults(&p.faults, |faults| {
-        let mut q = p.clone();
-        q.faults = faults.to_vec();
-        still_fails(&q)
-    });
+fn fails_the_same(q: &Params, kind: &str) -> bool {
+    matches!(run_once(q, None, None), Ok(Outcome { failure: Some(f), .. }) if failure_kind(&f.message) == kind)
+}
+
+/// Shrinks a failing scenario: its fault schedule, then its workload (fewer messages, fewer
+/// nodes, a shorter run), again and again until neither shrinks, keeping only changes after
+/// which the same kind of failure still happens.
+fn shrink_params(p: &Params, kind: &str) -> (Params, usize) {
     let mut best = p.clone();
-    best.faults = s.faults;
-    let mut runs = s.runs;
-    let highest_host = |q: &Params| {
-        q.faults
-            .iter()
-            .flat_map(|f| match &f.fault {
-                io_sim::Fault::Block { from: a, to: b } | io_sim::Fault::Partition { a, b } => a
-                    .iter()
-                    .chain(b.iter())
-                    .map(|h| h.0 as usize)
-                    .collect::<Vec<_>>(),
-                io_sim::Fault::Crash(h)
-                | io_sim::Fault::Restart(h)
-                | io_sim::Fault::Pause(h, _) => {
-                    vec![h.0 as usize]
-                }
-                io_sim::Fault::HealAll => vec![],
-            })
-            .max()
-    };
+    let mut runs = 0;
     loop {
-        let mut candidates = Vec::new();
-        if best.messages > 1 {
+        let before = (best.faults.len(), best.messages, best.nodes, best.duration);
+        let s = shrink_faults(&best.faults, |faults| {
             let mut q = best.clone();
-            q.messages /= 2;
-            candidates.push(q);
-        }
-        if best.nodes > 2 && highest_host(&best).is_none_or(|h| h + 1 < best.nodes) {
-            let mut q = best.clone();
-            q.nodes -= 1;
-            candidates.push(q);
-        }
-        if best.duration > Duration::from_secs(2) {
-            let mut q = best.clone();
-            q.duration /= 2;
-            candidates.push(q);
-        }
-        let mut improved = false;
-        for q in candidates {
-            runs += 1;
-            if still_fails(&q) {
-                best = q;
-                improved = true;
+            q.faults = faults.to_vec();
+            fails_the_same(&q, kind)
+        });
+        best.faults = s.faults;
+        runs += s.runs;
+        loop {
+            let mut candidates = Vec::new();
+            if best.messages > 1 {
+                let mut q = best.clone();
+                q.messages /= 2;
+                candidates.push(q);
+            }
+            let highest = best
+                .faults
+                .iter()
+                .flat_map(|f| f.fault.hosts())
+                .map(|h| h.0 as usize)
+                .max();
+            if best.nodes > 2 && highest.is_none_or(|h| h + 1 < best.nodes) {
+                let mut q = best.clone();
+                q.nodes -= 1;
+                candidates.push(q);
+            }
+            if best.duration > Duration::from_secs(2) {
+                let mut q = best.clone();
+                q.duration /= 2;
+                candidates.push(q);
+            }
+            let mut improved = false;
+            for q in candidates {
+                runs += 1;
+                if fails_the_same(&q, kind) {
+                    best = q;
+                    improved = true;
+                    break;
+                }
+            }
+            if !improved {
                 break;
             }
         }
-        if !improved {
+        if (best.faults.len(), best.messages, best.nodes, best.duration) == before {
             return (best, runs);
         }
     }
@@ -239,7 +284,7 @@ fn report_failure(p: &Params, f: &Failure, shrink: bool) {
     print!("FAILED: {f}");
     println!("replay: net-sim run {p}");
     if shrink {
-        let (q, runs) = shrink_params(p);
+        let (q, runs) = shrink_params(p, &failure_kind(&f.message));
         println!(
             "shrunk in {runs} runs: {} fault(s) ({}), {} nodes, {} messages, {} ms",
             q.faults.len(),
@@ -272,6 +317,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cmd == "sweep" && (o.trace.is_some() || o.stop_at.is_some()) {
+        eprintln!("sweep takes neither --trace nor --stop-at: replay one seed with run");
+        return ExitCode::from(2);
+    }
+    if cmd == "run" && o.seeds.is_some() {
+        eprintln!("--seeds is for sweep; run takes --seed");
+        return ExitCode::from(2);
+    }
     match cmd.as_str() {
         "run" => match run_once(&o.params, o.trace.as_deref(), o.stop_at) {
             Ok(out) => {
