@@ -763,19 +763,24 @@ impl<M: Machine> World<M> {
         loop {
             let now = self.observe_local(h);
             let mut progressed = false;
-            // The buffer is only held while polling, never across a handler or a route.
+            // The buffer is held while polling and routing (neither runs a handler or drains
+            // another machine) and returned before events are dispatched.
             let mut buf = std::mem::take(&mut self.buf);
             if buf.len() < 65_536 {
                 buf = vec![0u8; 65_536];
             }
-            let mut out = Vec::new();
             while let Some(m) = self
                 .hosts
                 .get_mut(h.0 as usize)
                 .and_then(|x| x.machine.as_mut())
             {
                 match m.poll_transmit(now, &mut buf) {
-                    Ok(Some((dst, len))) => out.push((dst, buf.get(..len).unwrap_or(&[]).to_vec())),
+                    Ok(Some((dst, len))) => {
+                        progressed = true;
+                        pulled += 1;
+                        let bytes = buf.get(..len).unwrap_or(&[]).to_vec();
+                        self.route(h, dst, bytes);
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         self.buf = buf;
@@ -785,11 +790,6 @@ impl<M: Machine> World<M> {
                 }
             }
             self.buf = buf;
-            pulled += out.len() as u64;
-            progressed |= !out.is_empty();
-            for (dst, bytes) in out {
-                self.route(h, dst, bytes);
-            }
             if let Some(m) = self
                 .hosts
                 .get_mut(h.0 as usize)
