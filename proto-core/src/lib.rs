@@ -128,6 +128,7 @@ mod node;
 pub mod replay;
 pub mod rng;
 pub mod session;
+pub mod stream;
 pub mod time;
 pub mod wire;
 

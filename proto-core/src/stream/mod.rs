@@ -1,0 +1,9 @@
+//! Reliable streams (being built): the pieces of loss recovery and congestion control that do
+//! not depend on the stream state machine itself.
+//!
+//! This module owns the round-trip estimator and the congestion controllers. It never sends,
+//! never reads a clock, and never looks at packet contents: the stream layer feeds it samples
+//! and events with `now`.
+
+pub mod cc;
+pub mod rtt;
