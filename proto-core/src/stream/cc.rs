@@ -26,6 +26,11 @@ pub trait CongestionControl: Debug + Send {
 
     /// The retransmission timer fired: the path may have changed entirely.
     fn on_timeout(&mut self, now: Instant);
+
+    /// The rate to pace sends at, in bytes per second (`None`: send as the window allows).
+    fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// NewReno, the reference controller.

@@ -5,5 +5,6 @@
 //! never reads a clock, and never looks at packet contents: the stream layer feeds it samples
 //! and events with `now`.
 
+pub mod bbr;
 pub mod cc;
 pub mod rtt;

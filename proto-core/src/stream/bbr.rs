@@ -1,0 +1,406 @@
+//! A model-based congestion controller in the spirit of BBR: it estimates the bottleneck
+//! bandwidth (a windowed maximum of delivery-rate samples) and the path's minimum RTT, and
+//! sizes its window and pacing rate from their product. Random loss does not shrink the window,
+//! which is why it is the default: on a lossy wireless or WAN path loss-based controllers
+//! collapse.
+//!
+//! This module owns the model (bandwidth filter, min-RTT, round counting, the Startup / Drain /
+//! ProbeBw / ProbeRtt states and their gains) in integer arithmetic: gains are in 1/256 units,
+//! rates in bytes per second. It never sends anything; it keeps a bounded record of recent
+//! packets to turn acknowledgements into delivery-rate samples.
+
+use alloc::collections::BTreeMap;
+use core::time::Duration;
+
+use super::cc::CongestionControl;
+use crate::time::{duration_nanos, Instant};
+
+/// Gains in 1/256 units.
+const UNIT: u64 = 256;
+/// Startup pacing and window gain, 2/ln 2 ~ 2.89.
+const STARTUP_GAIN: u64 = 739;
+/// Drain pacing gain, the inverse of the startup gain.
+const DRAIN_GAIN: u64 = 89;
+/// The ProbeBw pacing-gain cycle: probe up, drain the probe, then cruise.
+const CYCLE: [u64; 8] = [320, 192, 256, 256, 256, 256, 256, 256];
+/// Window gain outside Startup.
+const CWND_GAIN: u64 = 512;
+/// Bandwidth samples are kept for this many round trips.
+const BW_WINDOW_ROUNDS: u64 = 10;
+/// Min-RTT is re-measured when older than this.
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// How long ProbeRtt holds the window at its minimum.
+const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
+/// Packets remembered for rate samples (older ones are forgotten and counted).
+const MAX_TRACKED: usize = 1 << 16;
+
+/// The controller's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Exponential search for the bottleneck bandwidth.
+    Startup,
+    /// Drain the queue Startup built.
+    Drain,
+    /// Cruise at the estimated bandwidth, probing for more now and then.
+    ProbeBw,
+    /// Briefly shrink the window to re-measure the minimum RTT.
+    ProbeRtt,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    delivered: u64,
+    delivered_time: Instant,
+}
+
+/// The model-based controller.
+#[derive(Debug, Clone)]
+pub struct Bbr {
+    mss: u64,
+    phase: Phase,
+    cwnd: u64,
+    /// Bytes delivered so far, and when the latest delivery happened.
+    delivered: u64,
+    delivered_time: Instant,
+    tracked: BTreeMap<u64, Sent>,
+    /// Packets forgotten because too many were outstanding.
+    pub forgotten: u64,
+    /// (round, bytes per second) samples of the windowed maximum.
+    bw_samples: [(u64, u64); BW_WINDOW_ROUNDS as usize],
+    round: u64,
+    round_end_delivered: u64,
+    min_rtt: Option<(u64, Instant)>,
+    full_bw: u64,
+    full_bw_rounds: u64,
+    cycle_index: usize,
+    cycle_start: Instant,
+    probe_rtt_done: Option<Instant>,
+    prior_phase: Phase,
+}
+
+impl Bbr {
+    /// A controller for packets of up to `mss` bytes.
+    #[must_use]
+    pub fn new(mss: u64) -> Bbr {
+        let mss = mss.max(1);
+        Bbr {
+            mss,
+            phase: Phase::Startup,
+            cwnd: mss.saturating_mul(10),
+            delivered: 0,
+            delivered_time: Instant::ZERO,
+            tracked: BTreeMap::new(),
+            forgotten: 0,
+            bw_samples: [(0, 0); BW_WINDOW_ROUNDS as usize],
+            round: 0,
+            round_end_delivered: 0,
+            min_rtt: None,
+            full_bw: 0,
+            full_bw_rounds: 0,
+            cycle_index: 0,
+            cycle_start: Instant::ZERO,
+            probe_rtt_done: None,
+            prior_phase: Phase::Startup,
+        }
+    }
+
+    /// The current phase.
+    #[must_use]
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The bottleneck bandwidth estimate, bytes per second.
+    #[must_use]
+    pub fn bandwidth(&self) -> u64 {
+        self.bw_samples
+            .iter()
+            .filter(|(r, _)| self.round.saturating_sub(*r) < BW_WINDOW_ROUNDS)
+            .map(|(_, bw)| *bw)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The minimum RTT estimate.
+    #[must_use]
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt.map(|(ns, _)| Duration::from_nanos(ns))
+    }
+
+    fn pacing_gain(&self) -> u64 {
+        match self.phase {
+            Phase::Startup => STARTUP_GAIN,
+            Phase::Drain => DRAIN_GAIN,
+            Phase::ProbeBw => CYCLE.get(self.cycle_index).copied().unwrap_or(UNIT),
+            Phase::ProbeRtt => UNIT,
+        }
+    }
+
+    /// Bandwidth-delay product in bytes, if both are known.
+    fn bdp(&self) -> Option<u64> {
+        let (rtt, _) = self.min_rtt?;
+        let bw = self.bandwidth();
+        (bw > 0).then(|| (u128::from(bw) * u128::from(rtt) / 1_000_000_000) as u64)
+    }
+
+    fn min_window(&self) -> u64 {
+        self.mss.saturating_mul(4)
+    }
+
+    fn update_window(&mut self) {
+        let gain = if self.phase == Phase::Startup {
+            STARTUP_GAIN
+        } else {
+            CWND_GAIN
+        };
+        if self.phase == Phase::ProbeRtt {
+            self.cwnd = self.min_window();
+            return;
+        }
+        if self.phase == Phase::Drain {
+            // Window-limited senders drain too: hold the window at one BDP.
+            if let Some(bdp) = self.bdp() {
+                self.cwnd = bdp.max(self.min_window());
+            }
+            return;
+        }
+        if let Some(bdp) = self.bdp() {
+            let target = bdp.saturating_mul(gain) / UNIT + self.mss.saturating_mul(3);
+            self.cwnd = target.max(self.min_window());
+        }
+    }
+
+    fn on_round_end(&mut self, now: Instant) {
+        self.round += 1;
+        if self.phase == Phase::Drain {
+            // At most one round trip of draining.
+            self.enter_probe_bw(now);
+        }
+        let bw = self.bandwidth();
+        if self.phase == Phase::Startup {
+            // Full pipe: the bandwidth estimate grew by less than 25% three rounds in a row.
+            if bw >= self.full_bw.saturating_mul(5) / 4 {
+                self.full_bw = bw;
+                self.full_bw_rounds = 0;
+            } else {
+                self.full_bw_rounds += 1;
+                if self.full_bw_rounds >= 3 {
+                    self.phase = Phase::Drain;
+                }
+            }
+        }
+        if self.phase == Phase::ProbeBw {
+            let cycle_len = self.min_rtt.map_or(0, |(ns, _)| ns);
+            if now.saturating_duration_since(self.cycle_start) >= Duration::from_nanos(cycle_len) {
+                self.cycle_index = (self.cycle_index + 1) % CYCLE.len();
+                self.cycle_start = now;
+            }
+        }
+    }
+}
+
+impl Bbr {
+    fn enter_probe_bw(&mut self, now: Instant) {
+        self.phase = Phase::ProbeBw;
+        // Start cruising (index 2), not probing, right after a drain.
+        self.cycle_index = 2;
+        self.cycle_start = now;
+    }
+}
+
+impl CongestionControl for Bbr {
+    fn window(&self) -> u64 {
+        self.cwnd
+    }
+
+    fn on_sent(&mut self, now: Instant, packet: u64, _bytes: u64) {
+        if self.tracked.is_empty() && self.delivered_time == Instant::ZERO {
+            self.delivered_time = now;
+        }
+        if self.tracked.len() >= MAX_TRACKED {
+            self.tracked.pop_first();
+            self.forgotten += 1;
+        }
+        self.tracked.insert(
+            packet,
+            Sent {
+                delivered: self.delivered,
+                delivered_time: self.delivered_time,
+            },
+        );
+    }
+
+    fn on_ack(&mut self, now: Instant, packet: u64, bytes: u64, sent_at: Instant) {
+        self.delivered = self.delivered.saturating_add(bytes);
+        self.delivered_time = now;
+        let rtt = duration_nanos(now.saturating_duration_since(sent_at));
+        let expired = self
+            .min_rtt
+            .is_some_and(|(_, at)| now.saturating_duration_since(at) > MIN_RTT_WINDOW);
+        if self.min_rtt.is_none_or(|(m, _)| rtt <= m) || expired {
+            self.min_rtt = Some((rtt.max(1), now));
+            if expired && self.phase != Phase::ProbeRtt {
+                self.prior_phase = self.phase;
+                self.phase = Phase::ProbeRtt;
+                self.probe_rtt_done = Some(now + PROBE_RTT_TIME);
+            }
+        }
+        if let Some(sent) = self.tracked.remove(&packet) {
+            let interval = duration_nanos(now.saturating_duration_since(sent.delivered_time));
+            if interval > 0 {
+                let bytes_in = self.delivered - sent.delivered;
+                let rate = (u128::from(bytes_in) * 1_000_000_000 / u128::from(interval)) as u64;
+                let slot = (self.round % BW_WINDOW_ROUNDS) as usize;
+                if let Some(s) = self.bw_samples.get_mut(slot) {
+                    if s.0 != self.round || rate > s.1 {
+                        *s = (self.round, rate);
+                    }
+                }
+            }
+            if sent.delivered >= self.round_end_delivered {
+                self.round_end_delivered = self.delivered;
+                self.on_round_end(now);
+            }
+        }
+        // Drain ends when what is in flight fits the model's pipe.
+        if self.phase == Phase::Drain {
+            let in_flight = self.tracked.len() as u64 * self.mss;
+            if self.bdp().is_some_and(|bdp| in_flight <= bdp + self.mss) {
+                self.enter_probe_bw(now);
+            }
+        }
+        if self.phase == Phase::ProbeRtt && self.probe_rtt_done.is_some_and(|t| now >= t) {
+            self.probe_rtt_done = None;
+            self.phase = if self.prior_phase == Phase::ProbeRtt {
+                Phase::ProbeBw
+            } else {
+                self.prior_phase
+            };
+        }
+        self.update_window();
+    }
+
+    fn on_loss(&mut self, _now: Instant, packet: u64, _bytes: u64) {
+        // The model ignores loss: it is not a congestion signal on lossy paths.
+        self.tracked.remove(&packet);
+    }
+
+    fn on_timeout(&mut self, _now: Instant) {
+        self.tracked.clear();
+        self.cwnd = self.min_window();
+    }
+
+    fn pacing_rate(&self) -> Option<u64> {
+        let bw = self.bandwidth();
+        (bw > 0).then(|| bw.saturating_mul(self.pacing_gain()) / UNIT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Seed;
+
+    const MSS: u64 = 1_200;
+
+    /// A bottleneck of `bw` bytes/s and `rtt`, driven for `secs`; `loss_ppm` random loss.
+    /// Returns (controller, bytes delivered).
+    fn run(bw: u64, rtt: Duration, secs: u64, loss_ppm: u64) -> (Bbr, u64) {
+        drive(Bbr::new(MSS), bw, rtt, secs, loss_ppm)
+    }
+
+    fn drive<C: CongestionControl>(
+        mut cc: C,
+        bw: u64,
+        rtt: Duration,
+        secs: u64,
+        loss_ppm: u64,
+    ) -> (C, u64) {
+        let mut rng = Seed::from_u64(3).rng("bbr", 0);
+        let tx = Duration::from_nanos(MSS * 1_000_000_000 / bw);
+        let mut now = Instant::ZERO;
+        let mut link_free = Instant::ZERO;
+        let mut in_flight: alloc::collections::VecDeque<(u64, Instant, Instant, bool)> =
+            alloc::collections::VecDeque::new();
+        let end = Instant::ZERO + Duration::from_secs(secs);
+        let mut next = 0u64;
+        let mut delivered = 0u64;
+        while now < end {
+            // Send while the window allows.
+            while (in_flight.len() as u64) * MSS < cc.window() {
+                next += 1;
+                cc.on_sent(now, next, MSS);
+                let depart = link_free.max(now) + tx;
+                link_free = depart;
+                let lost = rng.below(1_000_000) < loss_ppm;
+                in_flight.push_back((next, now, depart + rtt, lost));
+            }
+            // Advance to the next acknowledgement.
+            let Some((p, sent, ack_at, lost)) = in_flight.pop_front() else {
+                break;
+            };
+            now = now.max(ack_at);
+            if lost {
+                cc.on_loss(now, p, MSS);
+            } else {
+                cc.on_ack(now, p, MSS, sent);
+                delivered += MSS;
+            }
+        }
+        (cc, delivered)
+    }
+
+    #[test]
+    fn it_finds_the_bandwidth_and_leaves_startup() {
+        // 12.5 MB/s (100 Mbit/s), 20 ms.
+        let (cc, delivered) = run(12_500_000, Duration::from_millis(20), 5, 0);
+        assert_eq!(cc.phase(), Phase::ProbeBw);
+        let bw = cc.bandwidth();
+        assert!((11_000_000..=14_000_000).contains(&bw), "{bw}");
+        let rtt = cc.min_rtt().unwrap();
+        assert!(
+            rtt >= Duration::from_millis(20) && rtt < Duration::from_millis(22),
+            "{rtt:?}"
+        );
+        // Goodput close to the link over the run (startup included).
+        assert!(delivered > 12_500_000 * 5 * 8 / 10, "{delivered}");
+        // The window is about twice the bandwidth-delay product (250 kB).
+        assert!(
+            (400_000..=700_000).contains(&cc.window()),
+            "{}",
+            cc.window()
+        );
+        assert!(cc.pacing_rate().is_some());
+    }
+
+    #[test]
+    fn random_loss_does_not_collapse_it() {
+        let (_, clean) = run(12_500_000, Duration::from_millis(20), 5, 0);
+        let (_, lossy) = run(12_500_000, Duration::from_millis(20), 5, 100_000);
+        // At 10% loss, goodput stays near 90% of the lossless run.
+        assert!(lossy > clean * 7 / 10, "{lossy} vs {clean}");
+    }
+
+    #[test]
+    fn at_ten_percent_loss_newreno_collapses_and_the_model_does_not() {
+        let rtt = Duration::from_millis(20);
+        let (_, reno) = drive(
+            super::super::cc::NewReno::new(MSS),
+            12_500_000,
+            rtt,
+            5,
+            100_000,
+        );
+        let (_, model) = run(12_500_000, rtt, 5, 100_000);
+        let ceiling = 12_500_000 * 5 * 9 / 10;
+        assert!(reno < ceiling / 10, "reno {reno} of {ceiling}");
+        assert!(model > ceiling * 6 / 10, "model {model} of {ceiling}");
+    }
+
+    #[test]
+    fn a_timeout_shrinks_the_window() {
+        let (mut cc, _) = run(1_000_000, Duration::from_millis(50), 2, 0);
+        cc.on_timeout(Instant::from_millis(5_000));
+        assert_eq!(cc.window(), 4 * MSS);
+    }
+}
