@@ -8,5 +8,6 @@
 
 pub mod bbr;
 pub mod cc;
+pub mod recv;
 pub mod rtt;
 pub mod sched;
