@@ -11,3 +11,4 @@ pub mod cc;
 pub mod recv;
 pub mod rtt;
 pub mod sched;
+pub mod send;

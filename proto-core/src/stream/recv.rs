@@ -63,7 +63,7 @@ impl Reassembly {
     pub fn pop_in_order(&mut self) -> Option<Vec<u8>> {
         let data = self.buffered.remove(&self.next)?;
         self.next += 1;
-        self.buffered_bytes -= data.len();
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(data.len());
         Some(data)
     }
 
