@@ -8,8 +8,9 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, X25519};
 use snow::params::HashChoice;
 use snow::resolvers::{CryptoResolver, DefaultResolver};
-use snow::types::{Cipher, Dh, Hash, Random};
+use snow::types::{Cipher, Dh, Hash};
 
+use super::x25519::X25519Math;
 use super::{nonce_bytes, CryptoProvider, OpenError, PacketKey, KEY_LEN, TAG_LEN};
 
 /// The aws-lc-rs provider.
@@ -109,70 +110,28 @@ impl Cipher for AwsCipher {
 
 /// X25519 through aws-lc. The parsed key is kept: aws-lc computes the public key when it
 /// parses a private one, so parsing per DH would double the cost of every exchange.
-#[derive(Default)]
-struct AwsDh {
-    private: [u8; 32],
-    public: [u8; 32],
-    key: Option<PrivateKey>,
-}
+struct AwsX25519;
 
-impl AwsDh {
-    fn load(&mut self, private: [u8; 32]) {
-        self.private = private;
-        self.public = [0u8; 32];
-        self.key = PrivateKey::from_private_key(&X25519, &private).ok();
-        if let Some(Ok(public)) = self.key.as_ref().map(PrivateKey::compute_public_key) {
-            if let Some(src) = public.as_ref().get(..32) {
-                self.public.copy_from_slice(src);
-            }
-        }
-    }
-}
+impl X25519Math for AwsX25519 {
+    type Key = PrivateKey;
 
-impl Dh for AwsDh {
-    fn name(&self) -> &'static str {
-        "25519"
+    fn load(private: [u8; 32]) -> Option<(PrivateKey, [u8; 32])> {
+        let key = PrivateKey::from_private_key(&X25519, &private).ok()?;
+        let public = key
+            .compute_public_key()
+            .ok()?
+            .as_ref()
+            .get(..32)?
+            .try_into()
+            .ok()?;
+        Some((key, public))
     }
-    fn pub_len(&self) -> usize {
-        32
-    }
-    fn priv_len(&self) -> usize {
-        32
-    }
-    fn set(&mut self, privkey: &[u8]) {
-        let mut k = [0u8; 32];
-        if let Some(src) = privkey.get(..32) {
-            k.copy_from_slice(src);
-        }
-        self.load(k);
-    }
-    fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
-        let mut k = [0u8; 32];
-        rng.try_fill_bytes(&mut k)?;
-        self.load(k);
-        Ok(())
-    }
-    fn pubkey(&self) -> &[u8] {
-        &self.public
-    }
-    fn privkey(&self) -> &[u8] {
-        &self.private
-    }
-    fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
-        let pk = self.key.as_ref().ok_or(snow::Error::Dh)?;
-        let dst = out.get_mut(..32).ok_or(snow::Error::Dh)?;
-        // snow hands over its whole key buffer; the X25519 key is its first 32 bytes.
-        let peer = pubkey.get(..32).ok_or(snow::Error::Dh)?;
-        agreement::agree(
-            pk,
-            UnparsedPublicKey::new(&X25519, peer),
-            snow::Error::Dh,
-            |secret| {
-                let src = secret.get(..32).ok_or(snow::Error::Dh)?;
-                dst.copy_from_slice(src);
-                Ok(())
-            },
-        )
+
+    fn agree(key: &PrivateKey, peer: &[u8; 32]) -> Option<[u8; 32]> {
+        agreement::agree(key, UnparsedPublicKey::new(&X25519, peer), (), |secret| {
+            secret.get(..32).and_then(|s| s.try_into().ok()).ok_or(())
+        })
+        .ok()
     }
 }
 
@@ -186,7 +145,7 @@ impl CryptoProvider for AwsLc {
     }
 
     fn noise_dh(&self) -> Option<Box<dyn Dh>> {
-        Some(Box::new(AwsDh::default()))
+        Some(Box::new(super::x25519::X25519::<AwsX25519>::empty()))
     }
 
     fn noise_cipher(&self) -> Option<Box<dyn Cipher>> {

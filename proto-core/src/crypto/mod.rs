@@ -19,6 +19,7 @@ use snow::types::{Cipher, Dh, Hash, Random};
 use crate::rng::{Rng, Seed};
 
 mod rust;
+mod x25519;
 pub use rust::RustCrypto;
 
 #[cfg(feature = "aws-lc")]

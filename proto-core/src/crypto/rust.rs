@@ -8,8 +8,9 @@ use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use snow::params::{CipherChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
-use snow::types::{Cipher, Dh, Hash, Random};
+use snow::types::{Cipher, Dh, Hash};
 
+use super::x25519::{X25519Math, X25519};
 use super::{nonce_bytes, CryptoProvider, OpenError, PacketKey, KEY_LEN, TAG_LEN};
 
 /// The pure-Rust provider. The default in `no_std` builds.
@@ -54,14 +55,11 @@ impl CryptoProvider for RustCrypto {
     }
 
     fn noise_dh(&self) -> Option<Box<dyn Dh>> {
-        Some(Box::new(X25519::default()))
+        Some(Box::new(X25519::<Dalek>::empty()))
     }
 
     fn noise_dh_with_keypair(&self, private: &[u8; 32], public: &[u8; 32]) -> Option<Box<dyn Dh>> {
-        Some(Box::new(X25519 {
-            private: *private,
-            public: *public,
-        }))
+        Some(Box::new(X25519::<Dalek>::with_keypair(*private, *public)))
     }
 
     fn noise_cipher(&self) -> Option<Box<dyn Cipher>> {
@@ -73,62 +71,26 @@ impl CryptoProvider for RustCrypto {
     }
 }
 
-/// X25519 with curve25519-dalek, the same arithmetic as snow's default resolver, except that
-/// setting the private key it already holds does not recompute the public key: a node's
-/// static key is handed over with its public half (see
-/// [`CryptoProvider::noise_dh_with_keypair`]).
-#[derive(Default)]
-struct X25519 {
-    private: [u8; 32],
-    public: [u8; 32],
-}
+/// X25519 with curve25519-dalek: the same arithmetic as snow's default resolver. The state
+/// kept per key is the private scalar itself, so a precomputed keypair costs nothing to load.
+struct Dalek;
 
-impl X25519 {
-    fn load(&mut self, private: [u8; 32]) {
-        self.private = private;
-        self.public = MontgomeryPoint::mul_base_clamped(private).to_bytes();
-    }
-}
+impl X25519Math for Dalek {
+    type Key = [u8; 32];
 
-impl Dh for X25519 {
-    fn name(&self) -> &'static str {
-        "25519"
+    fn load(private: [u8; 32]) -> Option<([u8; 32], [u8; 32])> {
+        Some((
+            private,
+            MontgomeryPoint::mul_base_clamped(private).to_bytes(),
+        ))
     }
-    fn pub_len(&self) -> usize {
-        32
+
+    fn load_known(private: [u8; 32], _public: [u8; 32]) -> Option<[u8; 32]> {
+        Some(private)
     }
-    fn priv_len(&self) -> usize {
-        32
-    }
-    fn set(&mut self, privkey: &[u8]) {
-        let mut k = [0u8; 32];
-        if let Some(src) = privkey.get(..32) {
-            k.copy_from_slice(src);
-        }
-        if k != self.private || self.public == [0u8; 32] {
-            self.load(k);
-        }
-    }
-    fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
-        let mut k = [0u8; 32];
-        rng.try_fill_bytes(&mut k)?;
-        self.load(k);
-        Ok(())
-    }
-    fn pubkey(&self) -> &[u8] {
-        &self.public
-    }
-    fn privkey(&self) -> &[u8] {
-        &self.private
-    }
-    fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
-        let mut peer = [0u8; 32];
-        peer.copy_from_slice(pubkey.get(..32).ok_or(snow::Error::Dh)?);
-        let shared = MontgomeryPoint(peer).mul_clamped(self.private).to_bytes();
-        out.get_mut(..32)
-            .ok_or(snow::Error::Dh)?
-            .copy_from_slice(&shared);
-        Ok(())
+
+    fn agree(key: &[u8; 32], peer: &[u8; 32]) -> Option<[u8; 32]> {
+        Some(MontgomeryPoint(*peer).mul_clamped(*key).to_bytes())
     }
 }
 
