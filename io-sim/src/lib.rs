@@ -50,6 +50,7 @@ pub mod scenarios;
 pub mod shrink;
 pub mod storage;
 pub mod trace;
+pub mod transfer;
 pub mod world;
 
 pub use clock::ClockModel;

@@ -76,6 +76,8 @@ pub struct Config {
     /// Refuse `handle_datagram`/`handle_timeout` with [`Error::Undrained`](crate::Error) while
     /// output from an earlier input is still queued. On by default in debug builds.
     pub strict_drain: bool,
+    /// Stream settings.
+    pub streams: crate::stream::StreamConfig,
 }
 
 impl Config {
@@ -106,6 +108,7 @@ impl Config {
             max_early_packets: 8,
             binding_cache: 1024,
             strict_drain: cfg!(debug_assertions),
+            streams: crate::stream::StreamConfig::default(),
         }
     }
 
@@ -191,6 +194,42 @@ impl Config {
         check(
             self.handshake_burst_per_source > 0,
             "handshake_burst_per_source",
+            "must be at least 1",
+        )?;
+        let st = &self.streams;
+        check(
+            st.max_streams > 0,
+            "streams.max_streams",
+            "must be at least 1",
+        )?;
+        check(
+            st.receive_window >= crate::stream::INITIAL_CREDIT && st.receive_window <= 1 << 20,
+            "streams.receive_window",
+            "must be in 32..=1048576 chunks (every stream starts with 32 chunks of credit)",
+        )?;
+        check(
+            st.send_buffer >= self.max_packet_size && st.send_buffer <= 1 << 30,
+            "streams.send_buffer",
+            "must hold at least one packet (max_packet_size) and at most 1 GiB",
+        )?;
+        check(
+            st.max_retries >= 1 && st.max_retries <= 64,
+            "streams.max_retries",
+            "must be in 1..=64",
+        )?;
+        check(
+            !st.close_timeout.is_zero(),
+            "streams.close_timeout",
+            "must be positive",
+        )?;
+        check(
+            st.ack_delay <= Duration::from_millis(100),
+            "streams.ack_delay",
+            "must be at most 100 ms (the peer measures RTT through it)",
+        )?;
+        check(
+            st.default_weight >= 1,
+            "streams.default_weight",
             "must be at least 1",
         )?;
         Ok(())

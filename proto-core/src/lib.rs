@@ -137,7 +137,8 @@ pub use handshake::HandshakeError;
 pub use identity::{Identity, NodeId, PublicIdentity};
 pub use node::{
     Deadline, DisconnectReason, DropCounters, Error, Event, Node, NodeStats, PeerSpec, SessionId,
-    SessionInfo, TimerReason, Transmit,
+    SessionInfo, StreamHandle, TimerReason, Transmit,
 };
 pub use rng::Seed;
+pub use stream::{Mode, ResetOrigin, StreamError, StreamEvent, StreamId, StreamStats};
 pub use time::{Clock, Instant};

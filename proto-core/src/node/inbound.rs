@@ -455,13 +455,13 @@ impl Node {
         if Frames::validate(plaintext).is_err() {
             self.stats.drops.bad_frames += 1;
         } else {
-            self.apply_frames(id, plaintext);
+            self.apply_frames(now, id, plaintext);
         }
         self.scratch = scratch;
         self.reschedule(id);
     }
 
-    fn apply_frames(&mut self, id: SessionId, plaintext: &[u8]) {
+    fn apply_frames(&mut self, now: Instant, id: SessionId, plaintext: &[u8]) {
         let Some(Entry {
             state: State::Established(est),
             ..
@@ -482,7 +482,25 @@ impl Node {
                     self.remove(id, Some(DisconnectReason::ClosedByPeer { code }));
                     return;
                 }
+                other => {
+                    if let Some(Entry {
+                        state: State::Established(est),
+                        ..
+                    }) = self.entries.get_mut(&id)
+                    {
+                        est.streams.on_frame(now, &other);
+                    }
+                }
             }
         }
+        if let Some(Entry {
+            state: State::Established(est),
+            ..
+        }) = self.entries.get_mut(&id)
+        {
+            est.streams.end_packet(now);
+        }
+        self.drain_stream_events(id);
+        self.mark_ready(id);
     }
 }

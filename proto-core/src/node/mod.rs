@@ -8,7 +8,10 @@
 //! See the crate docs for the run loop a driver follows.
 
 mod inbound;
+mod streams;
 mod types;
+
+pub use streams::StreamHandle;
 
 pub use types::{
     Deadline, DisconnectReason, DropCounters, Error, Event, NodeStats, PeerSpec, SessionId,
@@ -29,6 +32,7 @@ use crate::handshake::{Completed, Handshake, HandshakeError, LocalKeys};
 use crate::identity::{BindingCache, Identity, NodeId, PublicIdentity};
 use crate::rng::{Rng, Seed};
 use crate::session::{PacketProtection, RekeyPolicy, SealError};
+use crate::stream::conn::Streams;
 use crate::time::{Clock, Instant};
 use crate::wire::frame::{self, Frame};
 use crate::wire::{self, Pattern, DATA_HEADER_LEN, DATA_OVERHEAD};
@@ -109,6 +113,7 @@ struct Established {
     /// Initiator only: our confirmation (FINAL for XX, a PING for IK) is resent on the
     /// handshake schedule until the first packet from the responder proves it arrived.
     confirm: Option<Retry>,
+    streams: Streams,
 }
 
 /// A node: many sessions over one UDP socket, as a pure state machine.
@@ -256,13 +261,14 @@ impl Node {
     #[must_use]
     pub fn session_info(&self, session: SessionId) -> Option<SessionInfo> {
         let e = self.entries.get(&session)?;
-        let (peer, next_counter, key_generations) = match &e.state {
+        let (peer, next_counter, key_generations, open_streams) = match &e.state {
             State::Established(est) => (
                 Some(est.peer.node_id()),
                 est.prot.next_counter(),
                 est.prot.generations(),
+                est.streams.open_streams(),
             ),
-            _ => (None, 0, (0, 0)),
+            _ => (None, 0, (0, 0), 0),
         };
         Some(SessionInfo {
             addr: e.addr,
@@ -272,6 +278,7 @@ impl Node {
             next_counter,
             key_generations,
             queued_datagrams: e.outbox.len(),
+            open_streams,
         })
     }
 
@@ -584,9 +591,16 @@ impl Node {
     }
 
     fn mark_ready(&mut self, id: SessionId) {
+        let now = self.clock.now();
         if let Some(e) = self.entries.get_mut(&id) {
-            let has_work = !e.outbox.is_empty() || e.ping_pending || e.close_pending.is_some();
-            if !e.in_ready && has_work && matches!(e.state, State::Established(_)) {
+            let State::Established(est) = &e.state else {
+                return;
+            };
+            let has_work = !e.outbox.is_empty()
+                || e.ping_pending
+                || e.close_pending.is_some()
+                || est.streams.wants_send(now);
+            if !e.in_ready && has_work {
                 e.in_ready = true;
                 self.ready.push_back(id);
             }
@@ -619,7 +633,11 @@ impl Node {
                     .as_ref()
                     .filter(|r| r.next < hs_deadline)
                     .map(|r| (r.next, TimerReason::HandshakeRetransmit));
-                [Some(keepalive), Some(idle), confirm]
+                let streams = est
+                    .streams
+                    .poll_deadline(self.clock.now())
+                    .map(|at| (at, TimerReason::Stream));
+                [Some(keepalive), Some(idle), confirm, streams]
                     .into_iter()
                     .flatten()
                     .min()
@@ -670,6 +688,7 @@ impl Node {
                     self.remove(id, Some(DisconnectReason::IdleTimeout));
                     return;
                 }
+                est.streams.on_timeout(now);
                 let mut resend = None;
                 if est.confirm.as_ref().is_some_and(|r| now >= r.next) {
                     if expired {
@@ -701,9 +720,8 @@ impl Node {
                     self.stats.handshake_retransmits += 1;
                     self.resend_confirmation(id, addr, packet);
                 }
-                if keepalive_due {
-                    self.mark_ready(id);
-                }
+                self.drain_stream_events(id);
+                self.mark_ready(id);
             }
         }
         self.reschedule(id);
@@ -801,12 +819,19 @@ impl Node {
             }
             State::Established(_) => return,
         }
+        let streams = Streams::new(
+            self.config.streams,
+            initiator,
+            self.config.max_packet_size,
+            DATA_OVERHEAD,
+        );
         e.state = State::Established(Box::new(Established {
             prot,
             peer: done.peer,
             last_sent: now,
             last_recv: now,
             confirm,
+            streams,
         }));
         e.announced = true;
         let addr = e.addr;
@@ -870,7 +895,11 @@ impl Node {
         } else {
             frame::PING_LEN
         };
-        let needed = DATA_OVERHEAD + first_len;
+        let mut needed = DATA_OVERHEAD + first_len;
+        if est.streams.wants_send(now) {
+            // A chunk is resent whole, so stream packets need the full size.
+            needed = needed.max(max_packet);
+        }
         if limit < needed {
             return Err(Error::BufferTooSmall { needed });
         }
@@ -895,7 +924,16 @@ impl Node {
                 pos += n;
                 e.outbox.pop_front();
             }
+            pos += est
+                .streams
+                .write_frames(now, buf.get_mut(pos..body_end).unwrap_or(&mut []));
             if pos == DATA_HEADER_LEN {
+                if !e.ping_pending {
+                    // Nothing after all (the streams' work was consumed by an earlier packet).
+                    self.ready.pop_front();
+                    e.in_ready = false;
+                    return Ok(None);
+                }
                 pos += frame::write(buf.get_mut(pos..body_end).unwrap_or(&mut []), &Frame::Ping)
                     .unwrap_or(0);
             }
@@ -906,7 +944,7 @@ impl Node {
             Ok(len) => {
                 est.last_sent = now;
                 let dst = e.addr;
-                let more = !e.outbox.is_empty();
+                let more = !e.outbox.is_empty() || est.streams.wants_send(now);
                 self.ready.pop_front();
                 e.in_ready = false;
                 if closing.is_some() {
@@ -915,6 +953,7 @@ impl Node {
                         closing.map(|code| DisconnectReason::LocallyClosed { code }),
                     );
                 } else {
+                    self.drain_stream_events(id);
                     if more {
                         self.mark_ready(id);
                     }

@@ -8,6 +8,7 @@ use core::net::SocketAddr;
 use crate::config::ConfigError;
 use crate::handshake::HandshakeError;
 use crate::identity::{NodeId, PublicIdentity};
+use crate::stream::{StreamError, StreamEvent, StreamId};
 use crate::time::Instant;
 use crate::wire::Pattern;
 
@@ -122,7 +123,16 @@ pub enum Event {
         /// The payload.
         data: Vec<u8>,
     },
-    /// A session ended. No further event names it.
+    /// Something happened to a stream of an established session.
+    Stream {
+        /// The session.
+        session: SessionId,
+        /// The stream.
+        stream: StreamId,
+        /// What happened.
+        event: StreamEvent,
+    },
+    /// A session ended, and with it every stream it had. No further event names it.
     Disconnected {
         /// The session.
         session: SessionId,
@@ -158,6 +168,16 @@ impl fmt::Debug for Event {
                 .field("session", session)
                 .field("peer", peer)
                 .field("len", &data.len())
+                .finish(),
+            Event::Stream {
+                session,
+                stream,
+                event,
+            } => f
+                .debug_struct("Stream")
+                .field("session", session)
+                .field("stream", stream)
+                .field("event", event)
                 .finish(),
             Event::Disconnected {
                 session,
@@ -196,6 +216,9 @@ pub enum TimerReason {
     Keepalive,
     /// A session may have been silent for its idle timeout.
     Idle,
+    /// Stream work: an acknowledgement delay, loss detection, a tail-loss probe or
+    /// retransmission timeout, a NACK round, pacing, or a close deadline.
+    Stream,
 }
 
 /// The next instant the node must be woken at, and why.
@@ -237,6 +260,8 @@ pub enum Error {
         /// Bytes needed.
         needed: usize,
     },
+    /// A stream operation failed (see [`StreamError`]).
+    Stream(StreamError),
     /// A handshake could not be started.
     Handshake(HandshakeError),
     /// The config is invalid.
@@ -260,6 +285,7 @@ impl fmt::Display for Error {
             Error::BufferTooSmall { needed } => {
                 write!(f, "transmit buffer too small: {needed} bytes needed")
             }
+            Error::Stream(e) => e.fmt(f),
             Error::Handshake(e) => write!(f, "handshake setup failed: {e}"),
             Error::Config(e) => e.fmt(f),
         }
@@ -358,4 +384,12 @@ pub struct SessionInfo {
     pub key_generations: (u64, u64),
     /// Datagrams waiting to be sent.
     pub queued_datagrams: usize,
+    /// Streams open (established sessions).
+    pub open_streams: usize,
+}
+
+impl From<StreamError> for Error {
+    fn from(e: StreamError) -> Error {
+        Error::Stream(e)
+    }
 }

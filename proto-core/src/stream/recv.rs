@@ -8,8 +8,10 @@
 //! `window` numbers ahead of the next expected one is refused, so memory stays bounded by the
 //! window the receiver granted.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
+
+use super::{Mode, StreamError};
 
 /// What happened to an arriving chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +110,13 @@ impl Reassembly {
         gaps
     }
 
-    /// Bytes waiting for a gap to fill (or for the application to read).
+    /// Chunks waiting for a gap to fill.
+    #[must_use]
+    pub fn buffered_count(&self) -> usize {
+        self.buffered.len()
+    }
+
+    /// Bytes waiting for a gap to fill.
     #[must_use]
     pub fn buffered_bytes(&self) -> usize {
         self.buffered_bytes
@@ -117,6 +125,248 @@ impl Reassembly {
     /// Grants more room: chunks up to `next + window` are accepted.
     pub fn set_window(&mut self, window: u64) {
         self.window = window.max(1);
+    }
+}
+
+/// What [`RecvHalf::on_chunk`] did with a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// The chunk was new (not a duplicate, within credit).
+    pub accepted: bool,
+    /// A duplicate (the sender missed an acknowledgement).
+    pub duplicate: bool,
+    /// It arrived ahead of a gap (or left one open): acknowledge at once.
+    pub out_of_order: bool,
+    /// The receive queue went from empty to non-empty, or the end became readable.
+    pub readable: bool,
+    /// The peer's FIN was reached just now (everything before it is queued).
+    pub finished: bool,
+}
+
+/// The receive half of a stream: reassembly, the queue the application reads from, the
+/// credit granted to the sender and the FIN.
+#[derive(Debug, Clone)]
+pub struct RecvHalf {
+    mode: Mode,
+    reasm: Reassembly,
+    queue: VecDeque<Vec<u8>>,
+    front_read: usize,
+    window: u64,
+    fin_seq: Option<u64>,
+    fin_reached: bool,
+    end_read: bool,
+    advertised: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) dropped: u64,
+    pub(crate) bytes_read: u64,
+}
+
+impl RecvHalf {
+    /// A receive half granting `window` chunks of credit beyond what the application read.
+    #[must_use]
+    pub fn new(mode: Mode, window: u64) -> RecvHalf {
+        RecvHalf {
+            mode,
+            reasm: Reassembly::new(u64::MAX),
+            queue: VecDeque::new(),
+            front_read: 0,
+            window: window.max(1),
+            fin_seq: None,
+            fin_reached: false,
+            end_read: false,
+            advertised: 0,
+            duplicates: 0,
+            dropped: 0,
+            bytes_read: 0,
+        }
+    }
+
+    /// Credit: the sender may send chunks below this. `window` beyond the cumulative point,
+    /// less what sits unread in the queue; never below what was already advertised (unordered
+    /// messages enter the queue ahead of the cumulative point, which would otherwise shrink
+    /// it), so memory stays within about twice the window.
+    #[must_use]
+    pub fn limit(&self) -> u64 {
+        let unread = self.queue.len() as u64;
+        self.reasm
+            .cumulative()
+            .saturating_add(self.window.saturating_sub(unread))
+            .max(self.advertised)
+    }
+
+    /// Every chunk below this arrived.
+    #[must_use]
+    pub fn cumulative(&self) -> u64 {
+        self.reasm.cumulative()
+    }
+
+    /// Selective ranges above the cumulative point (at most `max`).
+    #[must_use]
+    pub fn ranges(&self, max: usize) -> Vec<(u64, u64)> {
+        self.reasm.selective_ranges(max)
+    }
+
+    /// Gaps the receiver waits for (at most `max`).
+    #[must_use]
+    pub fn gaps(&self, max: usize) -> Vec<(u64, u64)> {
+        self.reasm.gaps(max)
+    }
+
+    /// Whether some chunk arrived ahead of a missing one.
+    #[must_use]
+    pub fn has_gap(&self) -> bool {
+        self.reasm.buffered_count() > 0
+    }
+
+    /// Records that an ACK carrying `limit()` was sent; returns the previous advertised limit.
+    pub fn advertise(&mut self) -> u64 {
+        let limit = self.limit();
+        core::mem::replace(&mut self.advertised, limit)
+    }
+
+    /// Whether the credit grew enough since the last ACK that the sender should hear of it.
+    #[must_use]
+    pub fn window_update_due(&self) -> bool {
+        self.limit().saturating_sub(self.advertised) >= (self.window / 4).max(1)
+    }
+
+    /// Takes one arriving chunk.
+    pub fn on_chunk(&mut self, seq: u64, fin: bool, data: &[u8]) -> Received {
+        let mut r = Received {
+            accepted: false,
+            duplicate: false,
+            out_of_order: false,
+            readable: false,
+            finished: false,
+        };
+        if self.fin_seq.is_some_and(|f| seq > f) || (fin && self.fin_seq.is_some_and(|f| f != seq))
+        {
+            // Beyond (or contradicting) the end the peer announced: a broken peer. Drop.
+            self.dropped += 1;
+            return r;
+        }
+        let was_empty = self.queue.is_empty();
+        if self.mode == Mode::Unreliable {
+            if fin {
+                self.fin_seq = Some(seq);
+                self.fin_reached = true;
+                r.finished = true;
+            } else if self.fin_reached || self.queue.len() as u64 >= self.window {
+                // After the end, or the application is not keeping up: unreliable, so drop.
+                self.dropped += 1;
+                return r;
+            } else {
+                self.queue.push_back(data.to_vec());
+            }
+            r.accepted = true;
+            r.readable = was_empty && (!self.queue.is_empty() || r.finished);
+            return r;
+        }
+        if seq >= self.limit() {
+            // Beyond the credit we granted: drop and let the sender retransmit.
+            self.dropped += 1;
+            return r;
+        }
+        let stored: &[u8] = if self.mode == Mode::Ordered {
+            data
+        } else {
+            &[]
+        };
+        match self.reasm.insert(seq, stored) {
+            Arrival::Duplicate => {
+                self.duplicates += 1;
+                r.duplicate = true;
+                return r;
+            }
+            Arrival::BeyondWindow => {
+                self.dropped += 1;
+                return r;
+            }
+            Arrival::Accepted => {}
+        }
+        r.accepted = true;
+        if fin {
+            self.fin_seq = Some(seq);
+        }
+        if self.mode == Mode::Unordered && !(fin && data.is_empty()) {
+            self.queue.push_back(data.to_vec());
+        }
+        while let Some(chunk) = self.reasm.pop_in_order() {
+            if self.mode == Mode::Ordered && !chunk.is_empty() {
+                self.queue.push_back(chunk);
+            }
+        }
+        r.out_of_order = self.has_gap();
+        if !self.fin_reached && self.fin_seq.is_some_and(|f| self.reasm.cumulative() > f) {
+            self.fin_reached = true;
+            r.finished = true;
+        }
+        r.readable = was_empty && (!self.queue.is_empty() || r.finished);
+        r
+    }
+
+    /// Reads bytes (ordered streams). `Ok(0)` for a non-empty `buf` means the end.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, StreamError> {
+        if self.mode != Mode::Ordered {
+            return Err(StreamError::WrongMode(self.mode));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        while n < buf.len() {
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            let avail = front.get(self.front_read..).unwrap_or(&[]);
+            let take = avail.len().min(buf.len() - n);
+            if let (Some(dst), Some(src)) = (buf.get_mut(n..n + take), avail.get(..take)) {
+                dst.copy_from_slice(src);
+            }
+            n += take;
+            self.front_read += take;
+            if self.front_read >= front.len() {
+                self.queue.pop_front();
+                self.front_read = 0;
+            }
+        }
+        self.bytes_read += n as u64;
+        if n > 0 {
+            Ok(n)
+        } else if self.fin_reached {
+            self.end_read = true;
+            Ok(0)
+        } else {
+            Err(StreamError::WouldBlock)
+        }
+    }
+
+    /// Takes the next message (message streams); `Ok(None)` means the end.
+    pub fn recv_message(&mut self) -> Result<Option<Vec<u8>>, StreamError> {
+        if self.mode == Mode::Ordered {
+            return Err(StreamError::WrongMode(self.mode));
+        }
+        if let Some(m) = self.queue.pop_front() {
+            self.bytes_read += m.len() as u64;
+            return Ok(Some(m));
+        }
+        if self.fin_reached {
+            self.end_read = true;
+            return Ok(None);
+        }
+        Err(StreamError::WouldBlock)
+    }
+
+    /// Whether the application has read the end.
+    #[must_use]
+    pub fn is_done(&self) -> bool {
+        self.end_read
+    }
+
+    /// Whether the peer's end was reached (the application may still have data to read).
+    #[must_use]
+    pub fn fin_reached(&self) -> bool {
+        self.fin_reached
     }
 }
 

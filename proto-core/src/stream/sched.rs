@@ -77,6 +77,25 @@ impl<K: Ord + Copy> Scheduler<K> {
         self.ring.len()
     }
 
+    /// The active keys in rotation order.
+    pub fn keys(&self) -> impl Iterator<Item = K> + '_ {
+        self.ring.iter().copied()
+    }
+
+    /// Gives back credit charged by [`Scheduler::next`] for a packet that was not sent after
+    /// all (it did not fit); the key keeps its turn.
+    pub fn refund(&mut self, key: K, size: u64) {
+        if let Some(slot) = self.slots.get_mut(&key) {
+            slot.deficit = slot.deficit.saturating_add(size);
+        }
+    }
+
+    /// A key's weight, if it is known.
+    #[must_use]
+    pub fn weight(&self, key: K) -> Option<u32> {
+        self.slots.get(&key).map(|s| s.weight)
+    }
+
     /// Picks the key that sends next and charges it the size of its next packet.
     /// `head_size(key)` is that size, or `None` if the key has nothing left (it is then
     /// deactivated). Returns `None` only when no key has anything to send. A packet larger than

@@ -4,6 +4,7 @@
 //! (streams, nRPC, replication) add frame types here; receivers drop a packet whose frames do not
 //! all decode, so a frame type is never half-applied.
 
+use super::stream::{AckFrame, NackFrame, ResetFrame, StreamFrame};
 use super::WireError;
 
 /// Frame types (the first byte of a frame).
@@ -37,6 +38,14 @@ pub enum Frame<'a> {
     Close(u16),
     /// An application datagram.
     Datagram(&'a [u8]),
+    /// A chunk of a stream (layouts in [`super::stream`]).
+    Stream(StreamFrame<'a>),
+    /// Acknowledgement and credit for a stream.
+    Ack(AckFrame<'a>),
+    /// Gaps a stream's receiver waits for.
+    Nack(NackFrame<'a>),
+    /// A stream ends abnormally (or such an end is acknowledged).
+    Reset(ResetFrame),
 }
 
 /// Iterates over the frames of a plaintext. Yields an error once and then stops.
@@ -83,7 +92,10 @@ impl<'a> Frames<'a> {
                     .ok_or(WireError::Truncated)?;
                 (Frame::Datagram(body), rest)
             }
-            _ => return Err(WireError::Kind),
+            t => match super::stream::decode(t, rest) {
+                Some(r) => r?,
+                None => return Err(WireError::Kind),
+            },
         };
         self.buf = rest;
         Ok(Some(frame))
@@ -139,6 +151,16 @@ pub fn write(out: &mut [u8], frame: &Frame<'_>) -> Option<usize> {
             tail.copy_from_slice(body);
             Some(total)
         }
+        Frame::Stream(f) => super::stream::write_stream(out, &f),
+        Frame::Ack(a) => {
+            let ranges: alloc::vec::Vec<(u64, u64)> = a.ranges.iter().collect();
+            super::stream::write_ack(out, a.stream, a.cumulative, a.limit, &ranges)
+        }
+        Frame::Nack(n) => {
+            let gaps: alloc::vec::Vec<(u64, u64)> = n.gaps.iter().collect();
+            super::stream::write_nack(out, n.stream, &gaps)
+        }
+        Frame::Reset(r) => super::stream::write_reset(out, &r),
     }
 }
 
@@ -149,6 +171,10 @@ pub fn encoded_len(frame: &Frame<'_>) -> usize {
         Frame::Padding | Frame::Ping => 1,
         Frame::Close(_) => CLOSE_LEN,
         Frame::Datagram(b) => DATAGRAM_FRAME_OVERHEAD + b.len(),
+        Frame::Stream(f) => super::stream::stream_len(f.data.len()),
+        Frame::Ack(a) => super::stream::ACK_BASE_LEN + a.ranges.len() * super::stream::RANGE_LEN,
+        Frame::Nack(n) => super::stream::NACK_BASE_LEN + n.gaps.len() * super::stream::RANGE_LEN,
+        Frame::Reset(_) => super::stream::RESET_LEN,
     }
 }
 

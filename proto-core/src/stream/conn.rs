@@ -1,0 +1,1044 @@
+//! The streams of one session: frames in, frames out, timers.
+//!
+//! This module owns the stream table and everything shared by a session's streams: the
+//! session-wide transmission numbering (`tx`, one per chunk sent, in send order), the record of
+//! reliable chunks in flight by `tx`, loss detection, round-trip estimation, congestion control,
+//! pacing, the fair scheduler, pending acknowledgements, NACKs and RESETs, and stream events.
+//! It never encrypts, never reads a clock and never sees a socket: the node feeds it decoded
+//! frames with `now`, asks it to fill the rest of a packet, and wakes it at `poll_deadline`.
+//!
+//! Loss recovery, in the order it usually acts:
+//! - ACK ranges: a chunk is lost once a chunk sent three transmissions later is acknowledged,
+//!   or once one sent later is acknowledged and 9/8 of an RTT has passed (RFC 9002 style,
+//!   counted in `tx`, so retransmissions are ordered correctly).
+//! - NACK: the receiver names its gaps every RTO while one stands; a named chunk last sent at
+//!   least a minimum RTT ago is sent again.
+//! - Tail-loss probe: when nothing is acknowledged for an RTO, the newest chunk is sent again
+//!   to draw an acknowledgement. A second RTO without one is a timeout: everything in flight
+//!   is resent, the RTO backs off and the congestion controller resets.
+//! - Give-up: a chunk that would exceed `max_retries` retransmissions fails its stream; the
+//!   peer is told with a RESET that is repeated until acknowledged.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use super::bbr::Bbr;
+use super::cc::{CongestionControl, NewReno};
+use super::recv::RecvHalf;
+use super::rtt::RttEstimator;
+use super::sched::Scheduler;
+use super::send::SendHalf;
+use super::{
+    Congestion, Mode, ResetOrigin, StreamConfig, StreamError, StreamEvent, StreamId, StreamStats,
+    INITIAL_CREDIT,
+};
+use crate::time::{duration_nanos, Instant};
+use crate::wire::frame::Frame;
+use crate::wire::stream::{
+    self as sw, AckFrame, NackFrame, ResetFrame, StreamFrame, MAX_RANGES, STREAM_HEADER_LEN,
+};
+
+/// Chunks acknowledged later in send order before an earlier one counts as lost.
+const REORDER_THRESHOLD: u64 = 3;
+/// Reliable chunks received before an acknowledgement is sent without waiting.
+const ACK_EVERY: u32 = 2;
+/// RESET transmissions before giving up on telling the peer (the session's idle timeout
+/// ends it anyway).
+const MAX_RESET_TRIES: u32 = 16;
+/// Scheduler quantum: about one full chunk per weight unit per round.
+const QUANTUM: u64 = 1200;
+
+/// A reliable chunk in flight, by transmission number.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    stream: u32,
+    seq: u64,
+    bytes: u64,
+    sent_at: Instant,
+}
+
+#[derive(Debug)]
+struct Stream {
+    mode: Mode,
+    send: SendHalf,
+    recv: RecvHalf,
+    acknowledged_told: bool,
+    finished_told: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PendingReset {
+    frame: ResetFrame,
+    due: Instant,
+    tries: u32,
+}
+
+/// The congestion controllers, dispatched without allocation.
+#[derive(Debug)]
+enum Controller {
+    Model(alloc::boxed::Box<Bbr>),
+    Reno(NewReno),
+}
+
+impl Controller {
+    fn get(&self) -> &dyn CongestionControl {
+        match self {
+            Controller::Model(c) => &**c,
+            Controller::Reno(c) => c,
+        }
+    }
+    fn get_mut(&mut self) -> &mut dyn CongestionControl {
+        match self {
+            Controller::Model(c) => &mut **c,
+            Controller::Reno(c) => c,
+        }
+    }
+}
+
+/// Session-wide stream counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportStats {
+    /// Chunks sent, first transmissions and retransmissions.
+    pub chunks_sent: u64,
+    /// Chunks sent again.
+    pub retransmits: u64,
+    /// Chunks declared lost.
+    pub lost: u64,
+    /// Chunks declared lost that were acknowledged after all.
+    pub spurious: u64,
+    /// Tail-loss probes sent.
+    pub probes: u64,
+    /// Retransmission timeouts.
+    pub timeouts: u64,
+    /// Streams given up after `max_retries`.
+    pub gave_up: u64,
+    /// ACK frames sent.
+    pub acks_sent: u64,
+    /// NACK frames sent.
+    pub nacks_sent: u64,
+    /// RESET frames sent (not counting acknowledgements of the peer's).
+    pub resets_sent: u64,
+    /// Streams the peer opened that were refused (`max_streams`).
+    pub refused: u64,
+    /// Stream frames dropped: mode contradicting the stream's, or beyond the credit granted.
+    pub violations: u64,
+    /// RESETs never acknowledged after every retry.
+    pub resets_abandoned: u64,
+    /// Congestion window, bytes.
+    pub cwnd: u64,
+    /// Bytes of reliable chunks in flight.
+    pub bytes_in_flight: u64,
+    /// Smoothed round-trip time.
+    pub srtt: Option<Duration>,
+    /// Pacing rate, bytes per second (none before the first estimate).
+    pub pacing_rate: Option<u64>,
+}
+
+/// The streams of one session.
+#[derive(Debug)]
+pub(crate) struct Streams {
+    cfg: StreamConfig,
+    max_chunk: usize,
+    local_bit: u32,
+    next_local: u32,
+    streams: BTreeMap<u32, Stream>,
+    /// Ended streams: the receive cumulative point at the end (`None` after a reset), so a
+    /// late retransmission is still acknowledged. Bounded; oldest forgotten first.
+    tombstones: BTreeMap<u32, Option<u64>>,
+    sched: Scheduler<u32>,
+    rtt: RttEstimator,
+    cc: Controller,
+    next_tx: u64,
+    sent: BTreeMap<u64, Sent>,
+    in_flight: u64,
+    largest_acked_tx: Option<u64>,
+    last_eliciting: Option<Instant>,
+    pto_count: u32,
+    tokens: i64,
+    tokens_at: Instant,
+    acks: BTreeSet<u32>,
+    ack_now: bool,
+    ack_deadline: Option<Instant>,
+    unacked_packets: u32,
+    packet_elicits: bool,
+    nacks: BTreeSet<u32>,
+    nack_at: Option<Instant>,
+    resets: BTreeMap<u32, PendingReset>,
+    reset_acks: VecDeque<ResetFrame>,
+    closing: BTreeSet<(Instant, u32)>,
+    events: VecDeque<(StreamId, StreamEvent)>,
+    stats: TransportStats,
+}
+
+impl Streams {
+    /// Streams for a session whose packets are at most `max_packet` bytes with
+    /// `packet_overhead` bytes of header and tag. `initiator` picks the id parity.
+    pub(crate) fn new(
+        cfg: StreamConfig,
+        initiator: bool,
+        max_packet: usize,
+        packet_overhead: usize,
+    ) -> Streams {
+        let max_chunk = max_packet
+            .saturating_sub(packet_overhead + STREAM_HEADER_LEN)
+            .clamp(1, usize::from(u16::MAX));
+        let mss = (max_chunk + STREAM_HEADER_LEN) as u64;
+        let cc = match cfg.congestion {
+            Congestion::Model => Controller::Model(alloc::boxed::Box::new(Bbr::new(mss))),
+            Congestion::NewReno => Controller::Reno(NewReno::new(mss)),
+        };
+        Streams {
+            cfg,
+            max_chunk,
+            local_bit: u32::from(!initiator),
+            next_local: 0,
+            streams: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            sched: Scheduler::new(QUANTUM),
+            rtt: RttEstimator::new(),
+            cc,
+            next_tx: 0,
+            sent: BTreeMap::new(),
+            in_flight: 0,
+            largest_acked_tx: None,
+            last_eliciting: None,
+            pto_count: 0,
+            tokens: 0,
+            tokens_at: Instant::ZERO,
+            acks: BTreeSet::new(),
+            ack_now: false,
+            ack_deadline: None,
+            unacked_packets: 0,
+            packet_elicits: false,
+            nacks: BTreeSet::new(),
+            nack_at: None,
+            resets: BTreeMap::new(),
+            reset_acks: VecDeque::new(),
+            closing: BTreeSet::new(),
+            events: VecDeque::new(),
+            stats: TransportStats::default(),
+        }
+    }
+
+    /// The largest message a message stream accepts.
+    pub(crate) fn max_message(&self) -> usize {
+        self.max_chunk
+    }
+
+    fn new_stream(&self, mode: Mode) -> Stream {
+        let window = self.cfg.receive_window;
+        Stream {
+            mode,
+            send: SendHalf::new(
+                mode,
+                self.cfg.send_buffer,
+                INITIAL_CREDIT,
+                usize::try_from(window).unwrap_or(usize::MAX),
+            ),
+            recv: RecvHalf::new(mode, window),
+            acknowledged_told: false,
+            finished_told: false,
+        }
+    }
+
+    fn get(&mut self, id: StreamId) -> Result<&mut Stream, StreamError> {
+        self.streams.get_mut(&id.0).ok_or(StreamError::Unknown(id))
+    }
+
+    // ---- the application's side ----
+
+    /// Opens a stream; its first chunk opens it at the peer.
+    pub(crate) fn open(&mut self, mode: Mode) -> Result<StreamId, StreamError> {
+        if self.streams.len() >= self.cfg.max_streams {
+            return Err(StreamError::TooManyStreams);
+        }
+        if self.next_local >= 1 << 31 {
+            return Err(StreamError::IdsExhausted);
+        }
+        let id = self.next_local << 1 | self.local_bit;
+        self.next_local += 1;
+        let s = self.new_stream(mode);
+        self.streams.insert(id, s);
+        self.sched.set_weight(id, self.cfg.default_weight);
+        Ok(StreamId(id))
+    }
+
+    pub(crate) fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
+        let n = self.get(id)?.send.write(data)?;
+        self.sched.activate(id.0);
+        Ok(n)
+    }
+
+    pub(crate) fn send_message(&mut self, id: StreamId, msg: &[u8]) -> Result<(), StreamError> {
+        let max = self.max_chunk;
+        self.get(id)?.send.send_message(msg, max)?;
+        self.sched.activate(id.0);
+        Ok(())
+    }
+
+    pub(crate) fn read(&mut self, id: StreamId, buf: &mut [u8]) -> Result<usize, StreamError> {
+        let s = self.get(id)?;
+        let n = s.recv.read(buf)?;
+        self.after_read(id);
+        Ok(n)
+    }
+
+    pub(crate) fn recv_message(&mut self, id: StreamId) -> Result<Option<Vec<u8>>, StreamError> {
+        let s = self.get(id)?;
+        let m = s.recv.recv_message()?;
+        self.after_read(id);
+        Ok(m)
+    }
+
+    fn after_read(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.get(&id.0) {
+            if s.mode.is_reliable() && s.recv.window_update_due() && !s.recv.fin_reached() {
+                self.acks.insert(id.0);
+                self.ack_now = true;
+            }
+        }
+        self.maybe_close(id.0);
+    }
+
+    /// Ends our direction once everything buffered is sent and acknowledged; if that takes
+    /// longer than `close_timeout`, the stream is reset instead.
+    pub(crate) fn finish(&mut self, now: Instant, id: StreamId) -> Result<(), StreamError> {
+        let timeout = self.cfg.close_timeout;
+        let s = self.get(id)?;
+        if s.send.finishing() {
+            return Ok(());
+        }
+        s.send.finish();
+        if s.mode.is_reliable() {
+            self.closing.insert((now.saturating_add(timeout), id.0));
+        }
+        self.sched.activate(id.0);
+        Ok(())
+    }
+
+    /// Abandons the stream in both directions and tells the peer with `code`.
+    pub(crate) fn reset(
+        &mut self,
+        now: Instant,
+        id: StreamId,
+        code: u16,
+    ) -> Result<(), StreamError> {
+        self.get(id)?;
+        self.fail(now, id.0, ResetOrigin::Application, code, false);
+        Ok(())
+    }
+
+    pub(crate) fn set_weight(&mut self, id: StreamId, weight: u32) -> Result<(), StreamError> {
+        self.get(id)?;
+        self.sched.set_weight(id.0, weight);
+        Ok(())
+    }
+
+    pub(crate) fn stats(&self, id: StreamId) -> Result<StreamStats, StreamError> {
+        let s = self.streams.get(&id.0).ok_or(StreamError::Unknown(id))?;
+        Ok(StreamStats {
+            tx_seq: s.send.next_seq(),
+            tx_acked: s.send.acked_below(),
+            rx_seq: s.recv.cumulative(),
+            in_flight: s.send.in_flight(),
+            peer_limit: s.send.limit(),
+            local_limit: s.recv.limit(),
+            buffered: s.send.buffered(),
+            cwnd: self.cc.get().window(),
+            srtt: self.rtt.srtt(),
+            retransmits: s.send.retransmits,
+            backpressure_events: s.send.backpressure_events,
+            tracking_full: s.send.tracking_full,
+            duplicates: s.recv.duplicates,
+            dropped: s.recv.dropped,
+            bytes_written: s.send.bytes_written,
+            bytes_read: s.recv.bytes_read,
+            weight: self.sched.weight(id.0).unwrap_or(1),
+        })
+    }
+
+    pub(crate) fn transport_stats(&self) -> TransportStats {
+        TransportStats {
+            cwnd: self.cc.get().window(),
+            bytes_in_flight: self.in_flight,
+            srtt: self.rtt.srtt(),
+            pacing_rate: self.pacing_rate(),
+            ..self.stats
+        }
+    }
+
+    pub(crate) fn open_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<(StreamId, StreamEvent)> {
+        self.events.pop_front()
+    }
+
+    // ---- frames in ----
+
+    /// Applies one decoded frame. Frames that are not about streams are ignored.
+    pub(crate) fn on_frame(&mut self, now: Instant, frame: &Frame<'_>) {
+        match frame {
+            Frame::Stream(f) => self.on_stream(now, f),
+            Frame::Ack(a) => self.on_ack(now, a),
+            Frame::Nack(n) => self.on_nack(now, n),
+            Frame::Reset(r) => self.on_reset(r),
+            _ => {}
+        }
+    }
+
+    /// Call after the frames of one packet were applied: counts it for acknowledgement.
+    pub(crate) fn end_packet(&mut self, now: Instant) {
+        if core::mem::take(&mut self.packet_elicits) {
+            self.unacked_packets += 1;
+            if self.unacked_packets >= ACK_EVERY {
+                self.ack_now = true;
+            } else if self.ack_deadline.is_none() {
+                self.ack_deadline = Some(now.saturating_add(self.cfg.ack_delay));
+            }
+        }
+    }
+
+    fn is_local(&self, id: u32) -> bool {
+        id & 1 == self.local_bit
+    }
+
+    fn on_stream(&mut self, now: Instant, f: &StreamFrame<'_>) {
+        let id = f.stream;
+        if !self.streams.contains_key(&id) {
+            if let Some(end) = self.tombstones.get(&id) {
+                // A late retransmission for a stream that ended: acknowledge it, so the
+                // peer's close completes even if our last acknowledgement was lost.
+                if f.mode.is_reliable() && end.is_some_and(|c| f.seq < c) {
+                    self.acks.insert(id);
+                    self.ack_now = true;
+                }
+                return;
+            }
+            if self.is_local(id) {
+                // Ours, never opened: a broken peer.
+                self.stats.violations += 1;
+                return;
+            }
+            if self.streams.len() >= self.cfg.max_streams {
+                self.stats.refused += 1;
+                self.tombstone(id, None);
+                self.queue_reset(now, id, ResetOrigin::Refused, 0);
+                return;
+            }
+            let s = self.new_stream(f.mode);
+            self.streams.insert(id, s);
+            self.sched.set_weight(id, self.cfg.default_weight);
+            self.events
+                .push_back((StreamId(id), StreamEvent::Opened { mode: f.mode }));
+        }
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.mode != f.mode {
+            self.stats.violations += 1;
+            return;
+        }
+        let limit_before = s.recv.limit();
+        let r = s.recv.on_chunk(f.seq, f.fin, f.data);
+        if s.mode.is_reliable() {
+            if f.seq >= limit_before {
+                self.stats.violations += 1;
+            }
+            if r.accepted || r.duplicate {
+                self.acks.insert(id);
+                self.packet_elicits = true;
+            }
+            if r.duplicate || r.out_of_order || r.finished {
+                self.ack_now = true;
+            }
+            if s.recv.has_gap() && self.nack_at.is_none() {
+                self.nack_at = Some(now.saturating_add(self.rtt.rto()));
+            }
+        }
+        if r.readable {
+            self.events.push_back((StreamId(id), StreamEvent::Readable));
+        }
+        if r.finished && !s.finished_told {
+            s.finished_told = true;
+            self.events.push_back((StreamId(id), StreamEvent::Finished));
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, a: &AckFrame<'_>) {
+        let Some(s) = self.streams.get_mut(&a.stream) else {
+            return;
+        };
+        let acked = s.send.on_ack(a.cumulative, a.limit, a.ranges.iter());
+        let sendable = s.send.peek(self.max_chunk).is_some();
+        let mut newest: Option<(u64, Instant, bool)> = None;
+        for (_, c) in &acked {
+            match self.sent.remove(&c.tx) {
+                Some(sent) => {
+                    self.in_flight = self.in_flight.saturating_sub(sent.bytes);
+                    self.cc
+                        .get_mut()
+                        .on_ack(now, c.tx, sent.bytes, sent.sent_at);
+                }
+                None => self.stats.spurious += 1,
+            }
+            if newest.is_none_or(|(tx, _, _)| c.tx > tx) {
+                newest = Some((c.tx, c.sent_at, c.transmissions > 1));
+            }
+        }
+        if let Some((tx, sent_at, retransmitted)) = newest {
+            if self.largest_acked_tx.is_none_or(|l| tx > l) {
+                self.largest_acked_tx = Some(tx);
+                self.rtt
+                    .on_sample(now.saturating_duration_since(sent_at), retransmitted);
+            }
+            self.pto_count = 0;
+        }
+        if sendable {
+            self.sched.activate(a.stream);
+        }
+        self.detect_losses(now);
+        self.check_acknowledged(a.stream);
+    }
+
+    fn on_nack(&mut self, now: Instant, n: &NackFrame<'_>) {
+        let Some(s) = self.streams.get(&n.stream) else {
+            return;
+        };
+        // A chunk resent less than a minimum RTT ago may still be on its way.
+        let floor = self.rtt.min_rtt().unwrap_or_else(|| self.rtt.rto() / 2);
+        let lost: Vec<u64> = n
+            .gaps
+            .iter()
+            .flat_map(|(start, end)| s.send.outstanding_in(start, end))
+            .filter(|(_, c)| now.saturating_duration_since(c.sent_at) >= floor)
+            .map(|(_, c)| c.tx)
+            .collect();
+        for tx in lost {
+            self.lose(now, tx, false);
+        }
+    }
+
+    fn on_reset(&mut self, r: &ResetFrame) {
+        if r.ack {
+            self.resets.remove(&r.stream);
+            return;
+        }
+        // Our own RESET for it crossed theirs: theirs acknowledges ours.
+        self.resets.remove(&r.stream);
+        if self.streams.contains_key(&r.stream) {
+            self.remove(r.stream, None);
+            self.events.push_back((
+                StreamId(r.stream),
+                StreamEvent::Reset {
+                    origin: r.origin,
+                    code: r.code,
+                    remote: true,
+                },
+            ));
+        } else if !self.tombstones.contains_key(&r.stream) && !self.is_local(r.stream) {
+            // Reset before any chunk arrived: remember it so late chunks do not open it.
+            self.tombstone(r.stream, None);
+        }
+        if self.reset_acks.len() < self.cfg.max_streams.saturating_mul(2) {
+            self.reset_acks.push_back(ResetFrame { ack: true, ..*r });
+        }
+    }
+
+    // ---- loss recovery ----
+
+    fn loss_delay(&self) -> Duration {
+        let rtt = match (self.rtt.srtt(), self.rtt.latest()) {
+            (Some(s), Some(l)) => s.max(l),
+            (Some(s), None) => s,
+            _ => self.rtt.rto(),
+        };
+        (rtt + rtt / 8).max(Duration::from_millis(1))
+    }
+
+    /// Declares chunks lost by the reordering and time thresholds.
+    fn detect_losses(&mut self, now: Instant) {
+        let Some(largest) = self.largest_acked_tx else {
+            return;
+        };
+        let delay = self.loss_delay();
+        while let Some((&tx, s)) = self.sent.first_key_value() {
+            if tx >= largest {
+                break;
+            }
+            if largest - tx >= REORDER_THRESHOLD || now >= s.sent_at.saturating_add(delay) {
+                self.lose(now, tx, false);
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// When the time threshold will declare the oldest chunk lost.
+    fn loss_time(&self) -> Option<Instant> {
+        let largest = self.largest_acked_tx?;
+        let (&tx, s) = self.sent.first_key_value()?;
+        (tx < largest).then(|| s.sent_at.saturating_add(self.loss_delay()))
+    }
+
+    /// Moves transmission `tx` from in flight to its stream's lost set. A probe is not a
+    /// congestion signal.
+    fn lose(&mut self, now: Instant, tx: u64, probe: bool) {
+        let Some(sent) = self.sent.remove(&tx) else {
+            return;
+        };
+        self.in_flight = self.in_flight.saturating_sub(sent.bytes);
+        if !probe {
+            self.cc.get_mut().on_loss(now, tx, sent.bytes);
+            self.stats.lost += 1;
+        }
+        let max_retries = self.cfg.max_retries;
+        let Some(s) = self.streams.get_mut(&sent.stream) else {
+            return;
+        };
+        match s.send.mark_lost(sent.seq) {
+            Some(transmissions) if transmissions > max_retries => {
+                self.stats.gave_up += 1;
+                self.fail(now, sent.stream, ResetOrigin::GaveUp, 0, true);
+            }
+            Some(_) => self.sched.activate(sent.stream),
+            None => {}
+        }
+    }
+
+    fn pto_deadline(&self) -> Option<Instant> {
+        if self.sent.is_empty() {
+            return None;
+        }
+        Some(self.last_eliciting?.saturating_add(self.rtt.rto()))
+    }
+
+    fn on_pto(&mut self, now: Instant) {
+        self.pto_count += 1;
+        self.last_eliciting = Some(now);
+        if self.pto_count == 1 {
+            // Tail-loss probe: resend the newest chunk to draw an acknowledgement.
+            if let Some((&tx, _)) = self.sent.last_key_value() {
+                self.stats.probes += 1;
+                self.lose(now, tx, true);
+            }
+        } else {
+            self.stats.timeouts += 1;
+            self.rtt.on_timeout();
+            self.cc.get_mut().on_timeout(now);
+            let all: Vec<u64> = self.sent.keys().copied().collect();
+            for tx in all {
+                self.lose(now, tx, true);
+            }
+        }
+    }
+
+    // ---- ending streams ----
+
+    fn tombstone(&mut self, id: u32, end: Option<u64>) {
+        let cap = self.cfg.max_streams.saturating_mul(4).max(16);
+        while self.tombstones.len() >= cap {
+            self.tombstones.pop_first();
+        }
+        self.tombstones.insert(id, end);
+    }
+
+    fn queue_reset(&mut self, now: Instant, id: u32, origin: ResetOrigin, code: u16) {
+        let cap = self.cfg.max_streams.saturating_mul(2).max(16);
+        if self.resets.len() >= cap {
+            self.resets.pop_first();
+            self.stats.resets_abandoned += 1;
+        }
+        self.resets.insert(
+            id,
+            PendingReset {
+                frame: ResetFrame {
+                    stream: id,
+                    origin,
+                    code,
+                    ack: false,
+                },
+                due: now,
+                tries: 0,
+            },
+        );
+    }
+
+    /// Removes a stream and everything it had in flight; `end` is its receive cumulative
+    /// point if it ended normally.
+    fn remove(&mut self, id: u32, end: Option<u64>) -> Option<Stream> {
+        let s = self.streams.remove(&id)?;
+        for (_, c) in s.send.outstanding() {
+            // Forgotten, not lost: the congestion controller hears nothing (a reset is not
+            // a congestion signal), and its own record of the packet ages out.
+            if let Some(sent) = self.sent.remove(&c.tx) {
+                self.in_flight = self.in_flight.saturating_sub(sent.bytes);
+            }
+        }
+        self.sched.remove(id);
+        self.acks.remove(&id);
+        self.nacks.remove(&id);
+        self.closing.retain(|(_, s)| *s != id);
+        self.tombstone(id, end);
+        Some(s)
+    }
+
+    /// Ends a stream abnormally and tells the peer.
+    fn fail(&mut self, now: Instant, id: u32, origin: ResetOrigin, code: u16, tell_local: bool) {
+        if self.remove(id, None).is_none() {
+            return;
+        }
+        self.queue_reset(now, id, origin, code);
+        if tell_local {
+            self.events.push_back((
+                StreamId(id),
+                StreamEvent::Reset {
+                    origin,
+                    code,
+                    remote: false,
+                },
+            ));
+        }
+    }
+
+    fn check_acknowledged(&mut self, id: u32) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.send.is_done() && !s.acknowledged_told {
+            s.acknowledged_told = true;
+            self.closing.retain(|(_, c)| *c != id);
+            self.events
+                .push_back((StreamId(id), StreamEvent::Acknowledged));
+        }
+        self.maybe_close(id);
+    }
+
+    fn maybe_close(&mut self, id: u32) {
+        let Some(s) = self.streams.get(&id) else {
+            return;
+        };
+        if s.send.is_done() && s.recv.is_done() {
+            let end = s.recv.cumulative();
+            self.remove(id, Some(end));
+            self.events.push_back((StreamId(id), StreamEvent::Closed));
+        }
+    }
+
+    // ---- frames out ----
+
+    fn pacing_rate(&self) -> Option<u64> {
+        self.cc.get().pacing_rate().or_else(|| {
+            // Loss-based controllers: a quarter faster than window per RTT, to avoid bursts.
+            let srtt = duration_nanos(self.rtt.srtt()?).max(1);
+            let w = u128::from(self.cc.get().window()) * 5 / 4;
+            u64::try_from(w * 1_000_000_000 / u128::from(srtt)).ok()
+        })
+    }
+
+    /// Most a burst may hold: two full packets, or 2 ms at the pacing rate.
+    fn burst(&self, rate: u64) -> i64 {
+        let packet = (self.max_chunk + STREAM_HEADER_LEN) as i64 * 2;
+        i64::try_from(rate / 500).unwrap_or(i64::MAX).max(packet)
+    }
+
+    fn tokens_at(&self, now: Instant) -> i64 {
+        let Some(rate) = self.pacing_rate() else {
+            return i64::MAX;
+        };
+        let dt = u128::from(duration_nanos(
+            now.saturating_duration_since(self.tokens_at),
+        ));
+        let add = i64::try_from(dt * u128::from(rate) / 1_000_000_000).unwrap_or(i64::MAX);
+        self.tokens.saturating_add(add).min(self.burst(rate))
+    }
+
+    fn cwnd_open(&self) -> bool {
+        self.in_flight == 0 || self.in_flight < self.cc.get().window()
+    }
+
+    /// Whether some stream has a chunk the window and credit allow (pacing aside).
+    fn data_ready(&self) -> bool {
+        let open = self.cwnd_open();
+        self.sched.keys().any(|id| {
+            self.streams.get(&id).is_some_and(|s| {
+                (open || !s.mode.is_reliable()) && s.send.peek(self.max_chunk).is_some()
+            })
+        })
+    }
+
+    /// Whether a packet should be sent now.
+    pub(crate) fn wants_send(&self, now: Instant) -> bool {
+        !self.reset_acks.is_empty()
+            || self.resets.values().any(|r| r.due <= now)
+            || (self.ack_now && !self.acks.is_empty())
+            || !self.nacks.is_empty()
+            || (self.data_ready() && self.tokens_at(now) > 0)
+    }
+
+    /// The next instant `on_timeout` has work; always later than `now`, or due work that
+    /// `on_timeout` consumes.
+    pub(crate) fn poll_deadline(&self, now: Instant) -> Option<Instant> {
+        let ack = self
+            .ack_deadline
+            .filter(|_| !self.ack_now && !self.acks.is_empty());
+        let reset = self
+            .resets
+            .values()
+            .map(|r| r.due)
+            .filter(|d| *d > now)
+            .min();
+        let closing = self.closing.first().map(|(at, _)| *at);
+        let pacing = if self.data_ready() && self.tokens_at(now) <= 0 {
+            self.pacing_rate().map(|rate| {
+                let missing = u64::try_from(1 - self.tokens).unwrap_or(0);
+                let ns = u128::from(missing) * 1_000_000_000 / u128::from(rate.max(1));
+                self.tokens_at
+                    .saturating_add(Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX)))
+                    .max(now + Duration::from_nanos(1))
+            })
+        } else {
+            None
+        };
+        [
+            ack,
+            self.nack_at,
+            self.loss_time(),
+            self.pto_deadline(),
+            reset,
+            closing,
+            pacing,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Fires whatever is due at `now`.
+    pub(crate) fn on_timeout(&mut self, now: Instant) {
+        if self.ack_deadline.is_some_and(|d| d <= now) {
+            self.ack_deadline = None;
+            self.ack_now = true;
+        }
+        if self.nack_at.is_some_and(|d| d <= now) {
+            self.nack_at = None;
+            let gapped: Vec<u32> = self
+                .streams
+                .iter()
+                .filter(|(_, s)| s.recv.has_gap())
+                .map(|(id, _)| *id)
+                .collect();
+            if !gapped.is_empty() {
+                self.nacks.extend(gapped);
+                self.nack_at = Some(now.saturating_add(self.rtt.rto()));
+            }
+        }
+        self.detect_losses(now);
+        if self.pto_deadline().is_some_and(|d| d <= now) {
+            self.on_pto(now);
+        }
+        while let Some(&(at, id)) = self.closing.first() {
+            if at > now {
+                break;
+            }
+            self.closing.pop_first();
+            if self.streams.get(&id).is_some_and(|s| !s.send.is_done()) {
+                self.fail(now, id, ResetOrigin::CloseDeadline, 0, true);
+            }
+        }
+        let abandoned: Vec<u32> = self
+            .resets
+            .iter()
+            .filter(|(_, r)| r.tries >= MAX_RESET_TRIES && r.due <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in abandoned {
+            self.resets.remove(&id);
+            self.stats.resets_abandoned += 1;
+        }
+    }
+
+    /// Writes frames into `out` (the rest of a packet's plaintext): RESET acknowledgements,
+    /// due RESETs, acknowledgements, NACKs, then chunks as the congestion window, pacing and
+    /// the scheduler allow. Returns the bytes written.
+    pub(crate) fn write_frames(&mut self, now: Instant, out: &mut [u8]) -> usize {
+        let mut pos = 0;
+        while let Some(f) = self.reset_acks.front() {
+            match sw::write_reset(out.get_mut(pos..).unwrap_or(&mut []), f) {
+                Some(n) => {
+                    pos += n;
+                    self.reset_acks.pop_front();
+                }
+                None => return pos,
+            }
+        }
+        let rto = self.rtt.rto();
+        for r in self.resets.values_mut() {
+            if r.due > now {
+                continue;
+            }
+            match sw::write_reset(out.get_mut(pos..).unwrap_or(&mut []), &r.frame) {
+                Some(n) => {
+                    pos += n;
+                    r.tries += 1;
+                    r.due = now.saturating_add(rto.saturating_mul(1 << r.tries.min(4)));
+                    self.stats.resets_sent += 1;
+                }
+                None => return pos,
+            }
+        }
+        if !self.write_acks(out, &mut pos) {
+            return pos;
+        }
+        let nacks: Vec<u32> = self.nacks.iter().copied().collect();
+        for id in nacks {
+            let gaps = match self.streams.get(&id) {
+                Some(s) => s.recv.gaps(MAX_RANGES),
+                None => Vec::new(),
+            };
+            if !gaps.is_empty() {
+                match sw::write_nack(out.get_mut(pos..).unwrap_or(&mut []), id, &gaps) {
+                    Some(n) => {
+                        pos += n;
+                        self.stats.nacks_sent += 1;
+                    }
+                    None => return pos,
+                }
+            }
+            self.nacks.remove(&id);
+        }
+        self.write_chunks(now, out, &mut pos);
+        pos
+    }
+
+    /// Writes pending ACKs; false if the packet filled up first.
+    fn write_acks(&mut self, out: &mut [u8], pos: &mut usize) -> bool {
+        let ids: Vec<u32> = self.acks.iter().copied().collect();
+        for id in ids {
+            let (cum, limit, ranges) = match (self.streams.get(&id), self.tombstones.get(&id)) {
+                (Some(s), _) => (
+                    s.recv.cumulative(),
+                    s.recv.limit(),
+                    s.recv.ranges(MAX_RANGES),
+                ),
+                (None, Some(Some(end))) => (*end, *end, Vec::new()),
+                _ => {
+                    self.acks.remove(&id);
+                    continue;
+                }
+            };
+            let dst = out.get_mut(*pos..).unwrap_or(&mut []);
+            let Some(n) = sw::write_ack(dst, id, cum, limit, &ranges) else {
+                return false;
+            };
+            *pos += n;
+            self.stats.acks_sent += 1;
+            self.acks.remove(&id);
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.recv.advertise();
+            }
+        }
+        self.ack_now = false;
+        self.ack_deadline = None;
+        self.unacked_packets = 0;
+        true
+    }
+
+    fn write_chunks(&mut self, now: Instant, out: &mut [u8], pos: &mut usize) {
+        if self.pacing_rate().is_some() {
+            self.tokens = self.tokens_at(now);
+            self.tokens_at = now;
+        }
+        loop {
+            let room = out.len().saturating_sub(*pos);
+            if room < STREAM_HEADER_LEN || self.tokens_at(now) <= 0 {
+                return;
+            }
+            let data_room = (room - STREAM_HEADER_LEN).min(self.max_chunk);
+            let max_chunk = self.max_chunk;
+            let streams = &self.streams;
+            let Some(id) = self.sched.next(|id| {
+                let s = streams.get(&id)?;
+                s.send
+                    .peek(max_chunk)
+                    .map(|len| (len.min(data_room) + STREAM_HEADER_LEN) as u64)
+            }) else {
+                return;
+            };
+            let open = self.cwnd_open();
+            let tx = self.next_tx;
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            let charged =
+                (s.send.peek(max_chunk).unwrap_or(0).min(data_room) + STREAM_HEADER_LEN) as u64;
+            if s.mode.is_reliable() && !open {
+                self.sched.refund(id, charged);
+                return;
+            }
+            let mode = s.mode;
+            let dst = out.get_mut(*pos..).unwrap_or(&mut []);
+            let mut written = 0;
+            let sent = s.send.next(now, tx, data_room, |seq, data, fin| {
+                let f = StreamFrame {
+                    stream: id,
+                    seq,
+                    mode,
+                    fin,
+                    data,
+                };
+                match sw::write_stream(dst, &f) {
+                    Some(n) => {
+                        written = n;
+                        true
+                    }
+                    None => false,
+                }
+            });
+            let Some(sent) = sent else {
+                s.send.note_tracking_full();
+                self.sched.refund(id, charged);
+                return;
+            };
+            *pos += written;
+            let writable = s.send.take_writable();
+            self.next_tx += 1;
+            self.stats.chunks_sent += 1;
+            if sent.retransmission {
+                self.stats.retransmits += 1;
+            }
+            let bytes = written as u64;
+            self.tokens = self
+                .tokens
+                .saturating_sub(i64::try_from(bytes).unwrap_or(i64::MAX));
+            if mode.is_reliable() {
+                self.sent.insert(
+                    tx,
+                    Sent {
+                        stream: id,
+                        seq: sent.seq,
+                        bytes,
+                        sent_at: now,
+                    },
+                );
+                self.in_flight += bytes;
+                self.cc.get_mut().on_sent(now, tx, bytes);
+                self.last_eliciting = Some(now);
+            }
+            if writable {
+                self.events.push_back((StreamId(id), StreamEvent::Writable));
+            }
+            if !mode.is_reliable() {
+                // Unreliable streams are done once their FIN left.
+                if let Some(s) = self.streams.get(&id) {
+                    if s.send.is_done() && !s.acknowledged_told {
+                        self.check_acknowledged(id);
+                    }
+                }
+            }
+        }
+    }
+}
