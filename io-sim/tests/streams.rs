@@ -30,3 +30,45 @@ fn a_lossless_transfer_completes() {
     println!("{o:?}");
     assert!(o.complete(p.bytes), "{o:?}");
 }
+
+fn run(p: TransferParams, limit_ms: u64) -> io_sim::transfer::TransferOutcome {
+    let (mut w, out) = transfer(p);
+    if let Err(f) = w.run_until(Instant::from_millis(limit_ms)) {
+        panic!("seed {}: {f:?}", p.seed);
+    }
+    let o = out.borrow().clone();
+    if std::env::var("SHOW").is_ok() {
+        let n0 = w.machine(io_sim::HostId(0)).unwrap();
+        let peer = io_sim::scenarios::identity(1).node_id();
+        if let Some(s) = n0.session_with(&peer) {
+            println!("sender transport: {:?}", n0.stream_transport(s));
+        }
+    }
+    o
+}
+
+#[test]
+fn probe_loss_levels() {
+    for loss in [0.01, 0.1, 0.3] {
+        for cc in [0, 1] {
+            let p = TransferParams {
+                bytes: 2 << 20,
+                link: link(10, loss),
+                tweak: if cc == 0 {
+                    |_| {}
+                } else {
+                    |c| c.streams.congestion = proto_core::stream::Congestion::NewReno
+                },
+                ..TransferParams::default()
+            };
+            let o = run(p, 120_000);
+            let secs = o
+                .finished_at
+                .map(|f| (f - o.connected_at.unwrap()).as_secs_f64());
+            println!(
+                "loss {loss} cc {cc}: complete {} secs {secs:?} {o:?}",
+                o.complete(p.bytes)
+            );
+        }
+    }
+}

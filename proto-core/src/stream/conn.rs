@@ -65,6 +65,10 @@ struct Stream {
     recv: RecvHalf,
     acknowledged_told: bool,
     finished_told: bool,
+    /// The peer's ACKs have described every chunk below this (cumulative point plus complete
+    /// ranges): only chunks below it can be judged lost by the reordering threshold, since an
+    /// ACK that ran out of ranges says nothing about chunks above its last one.
+    horizon: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -154,6 +158,8 @@ pub(crate) struct Streams {
     sent: BTreeMap<u64, Sent>,
     in_flight: u64,
     largest_acked_tx: Option<u64>,
+    /// When the time threshold next declares a chunk lost (kept by `detect_losses`).
+    loss_at: Option<Instant>,
     last_eliciting: Option<Instant>,
     pto_count: u32,
     tokens: i64,
@@ -203,6 +209,7 @@ impl Streams {
             sent: BTreeMap::new(),
             in_flight: 0,
             largest_acked_tx: None,
+            loss_at: None,
             last_eliciting: None,
             pto_count: 0,
             tokens: 0,
@@ -240,6 +247,7 @@ impl Streams {
             recv: RecvHalf::new(mode, window),
             acknowledged_told: false,
             finished_told: false,
+            horizon: 0,
         }
     }
 
@@ -473,6 +481,8 @@ impl Streams {
             return;
         };
         let acked = s.send.on_ack(a.cumulative, a.limit, a.ranges.iter());
+        let described = a.ranges.iter().last().map_or(a.cumulative, |(_, end)| end);
+        s.horizon = s.horizon.max(described.min(s.send.next_seq()));
         let sendable = s.send.peek(self.max_chunk).is_some();
         let mut newest: Option<(u64, Instant, bool)> = None;
         for (_, c) in &acked {
@@ -559,29 +569,35 @@ impl Streams {
         (rtt + rtt / 8).max(Duration::from_millis(1))
     }
 
-    /// Declares chunks lost by the reordering and time thresholds.
+    /// Declares chunks lost by the reordering and time thresholds, among those the peer's
+    /// ACKs have described, and remembers when the time threshold fires next.
     fn detect_losses(&mut self, now: Instant) {
+        self.loss_at = None;
         let Some(largest) = self.largest_acked_tx else {
             return;
         };
         let delay = self.loss_delay();
-        while let Some((&tx, s)) = self.sent.first_key_value() {
+        let mut lost = Vec::new();
+        for (&tx, s) in &self.sent {
             if tx >= largest {
                 break;
             }
-            if largest - tx >= REORDER_THRESHOLD || now >= s.sent_at.saturating_add(delay) {
-                self.lose(now, tx, false);
+            let horizon = self.streams.get(&s.stream).map_or(0, |st| st.horizon);
+            if s.seq >= horizon {
+                continue;
+            }
+            let deadline = s.sent_at.saturating_add(delay);
+            if largest - tx >= REORDER_THRESHOLD || now >= deadline {
+                lost.push(tx);
             } else {
+                // Later chunks were sent later and are closer to `largest`: none is due yet.
+                self.loss_at = Some(deadline);
                 break;
             }
         }
-    }
-
-    /// When the time threshold will declare the oldest chunk lost.
-    fn loss_time(&self) -> Option<Instant> {
-        let largest = self.largest_acked_tx?;
-        let (&tx, s) = self.sent.first_key_value()?;
-        (tx < largest).then(|| s.sent_at.saturating_add(self.loss_delay()))
+        for tx in lost {
+            self.lose(now, tx, false);
+        }
     }
 
     /// Moves transmission `tx` from in flight to its stream's lost set. A probe is not a
@@ -609,11 +625,23 @@ impl Streams {
         }
     }
 
+    /// When the tail-loss probe (first) or the retransmission timeout (after a probe) fires.
+    /// Both wait out the peer's acknowledgement delay too, since a lone probe is acknowledged
+    /// only when that delay runs out. The probe waits two smoothed RTTs (RFC 8985); the
+    /// timeout is the RFC 6298 RTO with its backoff.
     fn pto_deadline(&self) -> Option<Instant> {
         if self.sent.is_empty() {
             return None;
         }
-        Some(self.last_eliciting?.saturating_add(self.rtt.rto()))
+        let wait = match (self.pto_count, self.rtt.srtt()) {
+            (0, Some(srtt)) => (srtt * 2).max(Duration::from_millis(10)),
+            _ => self.rtt.rto(),
+        };
+        Some(
+            self.last_eliciting?
+                .saturating_add(wait)
+                .saturating_add(self.cfg.ack_delay),
+        )
     }
 
     fn on_pto(&mut self, now: Instant) {
@@ -806,7 +834,7 @@ impl Streams {
         [
             ack,
             self.nack_at,
-            self.loss_time(),
+            self.loss_at,
             self.pto_deadline(),
             reset,
             closing,

@@ -32,7 +32,7 @@ pub const RANGE_LEN: usize = 8;
 /// RESET: type, stream (u32), origin (u8), code (u16).
 pub const RESET_LEN: usize = 8;
 /// Most ranges one ACK or NACK carries.
-pub const MAX_RANGES: usize = 32;
+pub const MAX_RANGES: usize = 64;
 
 /// STREAM flag: this chunk is the last of its direction.
 const FLAG_FIN: u8 = 0x04;
@@ -546,7 +546,7 @@ mod tests {
         let mut nack = vec![0x12u8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         nack.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(Frames::validate(&nack), Err(WireError::Malformed), "empty");
-        let nack = [0x12u8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 33];
+        let nack = [0x12u8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 65];
         assert_eq!(Frames::validate(&nack), Err(WireError::Malformed), "count");
         assert_eq!(
             Frames::validate(&[0x13, 1, 0, 0, 0, 0x04, 0, 0]),
