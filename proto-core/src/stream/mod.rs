@@ -3,7 +3,7 @@
 //!
 //! This module owns everything a session's streams need: the per-stream send half
 //! ([`send`]: buffering, chunking, the tracking window, the lost set) and receive half
-//! ([`recv`]: reassembly, delivery, credit), and the session-wide machine ([`conn`]) that
+//! ([`recv`]: reassembly, delivery, credit), and the session-wide machine (`conn`) that
 //! turns frames into state and state into frames: acknowledgements, loss detection (ACK
 //! ranges, NACKs, a tail-loss probe, RTO), RFC 6298 round-trip estimation ([`rtt`]),
 //! congestion control ([`cc`], [`bbr`]), pacing, and fair scheduling ([`sched`]).

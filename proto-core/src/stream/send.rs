@@ -5,7 +5,7 @@
 //! chunks, never smaller than the credit the sender may use, and refusing rather than
 //! forgetting when full), the set of chunks declared lost and waiting to be sent again, and
 //! the FIN. It never decides *when* to send or what counts as lost: the session machine
-//! ([`super::conn`]) does, and tells this half with `now` and transmission numbers.
+//! (`conn`) does, and tells this half with `now` and transmission numbers.
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
