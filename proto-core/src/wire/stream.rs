@@ -184,7 +184,13 @@ pub struct AckFrame<'a> {
     pub limit: u64,
     /// Chunks at or above `cumulative` that have arrived.
     pub ranges: Ranges<'a>,
+    /// More chunks above the last range arrived than this ACK lists (it ran out of room or of
+    /// ranges); when false the ACK describes everything the receiver has.
+    pub truncated: bool,
 }
+
+/// ACK count byte: the high bit says the range list is truncated.
+const ACK_TRUNCATED: u8 = 0x80;
 
 /// Gaps the receiver of a stream is waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +249,9 @@ impl<'a> Reader<'a> {
     }
     fn ranges(&mut self, base: u64) -> Result<Ranges<'a>, WireError> {
         let n = usize::from(self.u8()?);
+        self.ranges_of(base, n)
+    }
+    fn ranges_of(&mut self, base: u64, n: usize) -> Result<Ranges<'a>, WireError> {
         if n > MAX_RANGES {
             return Err(WireError::Malformed);
         }
@@ -298,12 +307,14 @@ pub(crate) fn decode(
             let stream = r.u32()?;
             let cumulative = r.u64()?;
             let limit = r.u64()?;
-            let ranges = r.ranges(cumulative)?;
+            let count = r.u8()?;
+            let ranges = r.ranges_of(cumulative, usize::from(count & !ACK_TRUNCATED))?;
             Ok(Frame::Ack(AckFrame {
                 stream,
                 cumulative,
                 limit,
                 ranges,
+                truncated: count & ACK_TRUNCATED != 0,
             }))
         })(),
         ty::NACK => (|| {
@@ -370,7 +381,13 @@ pub fn write_stream(out: &mut [u8], f: &StreamFrame<'_>) -> Option<usize> {
 
 /// Writes ranges relative to `base`, as many as fit in `room` bytes after the count byte (at
 /// most [`MAX_RANGES`]). Ranges must be ascending and start at or above `base`.
-fn put_ranges(w: &mut Writer<'_>, base: u64, ranges: &[(u64, u64)], room: usize) -> Option<()> {
+fn put_ranges(
+    w: &mut Writer<'_>,
+    base: u64,
+    ranges: &[(u64, u64)],
+    room: usize,
+    flag: u8,
+) -> Option<()> {
     let fit = (room / RANGE_LEN).min(MAX_RANGES);
     let usable: usize = ranges
         .iter()
@@ -382,7 +399,9 @@ fn put_ranges(w: &mut Writer<'_>, base: u64, ranges: &[(u64, u64)], room: usize)
                     .is_some_and(|l| l > 0 && u32::try_from(l).is_ok())
         })
         .count();
-    w.put(&[u8::try_from(usable).ok()?])?;
+    let count = u8::try_from(usable).ok()?;
+    let flag = if usable < ranges.len() { flag } else { 0 };
+    w.put(&[count | flag])?;
     for &(s, e) in ranges.iter().take(usable) {
         let off = u32::try_from(s - base).ok()?;
         let len = u32::try_from(e - s).ok()?;
@@ -392,7 +411,8 @@ fn put_ranges(w: &mut Writer<'_>, base: u64, ranges: &[(u64, u64)], room: usize)
     Some(())
 }
 
-/// Writes an ACK; the ranges that fit are included (the rest are left for a later ACK).
+/// Writes an ACK; the ranges that fit are included and the count byte's high bit marks the
+/// list as truncated if some did not.
 /// `None` if not even the base fits.
 pub fn write_ack(
     out: &mut [u8],
@@ -407,7 +427,7 @@ pub fn write_ack(
     w.put(&stream.to_le_bytes())?;
     w.put(&cumulative.to_le_bytes())?;
     w.put(&limit.to_le_bytes())?;
-    put_ranges(&mut w, cumulative, ranges, room)?;
+    put_ranges(&mut w, cumulative, ranges, room, ACK_TRUNCATED)?;
     Some(w.pos)
 }
 
@@ -422,7 +442,7 @@ pub fn write_nack(out: &mut [u8], stream: u32, gaps: &[(u64, u64)]) -> Option<us
     w.put(&[ty::NACK])?;
     w.put(&stream.to_le_bytes())?;
     w.put(&base.to_le_bytes())?;
-    put_ranges(&mut w, base, gaps, room)?;
+    put_ranges(&mut w, base, gaps, room, 0)?;
     Some(w.pos)
 }
 
@@ -484,6 +504,7 @@ mod tests {
             panic!("ack did not decode");
         };
         assert_eq!((a.stream, a.cumulative, a.limit), (7, 10, 50));
+        assert!(!a.truncated);
         assert_eq!(
             a.ranges.iter().collect::<Vec<_>>(),
             vec![(12, 14), (20, 21)]
@@ -560,6 +581,11 @@ mod tests {
         let mut small = [0u8; ACK_BASE_LEN + RANGE_LEN];
         let n = write_ack(&mut small, 1, 0, 8, &[(1, 2), (3, 4), (5, 6)]).unwrap();
         assert_eq!(n, ACK_BASE_LEN + RANGE_LEN, "one range fits");
+        assert_eq!(small[21], 0x81, "one range, truncated");
+        let Some(Ok(Frame::Ack(a))) = Frames::new(&small).next() else {
+            panic!("ack did not decode");
+        };
+        assert!(a.truncated);
         assert_eq!(write_ack(&mut [0u8; 21], 1, 0, 8, &[]), None);
         assert_eq!(write_nack(&mut [0u8; 64], 1, &[]), None);
         assert_eq!(write_nack(&mut [0u8; NACK_BASE_LEN], 1, &[(1, 2)]), None);
