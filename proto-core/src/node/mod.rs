@@ -808,6 +808,13 @@ impl Node {
             }
         }
         let initiator = matches!(e.state, State::Initiating { .. });
+        // The handshake was one round trip (INIT out, RESPONSE back; or RESPONSE out,
+        // confirmation back): a first RTT sample for the streams, unless retransmitted (Karn).
+        let handshake_rtt = match &e.state {
+            State::Initiating { retry, .. } if retry.attempts == 0 => Some(now - e.created),
+            State::Responding { .. } => Some(now - e.created),
+            _ => None,
+        };
         match &e.state {
             State::Initiating { .. } => {
                 if self.initiating_to.get(&e.addr) == Some(&id) {
@@ -819,12 +826,15 @@ impl Node {
             }
             State::Established(_) => return,
         }
-        let streams = Streams::new(
+        let mut streams = Streams::new(
             self.config.streams,
             initiator,
             self.config.max_packet_size,
             DATA_OVERHEAD,
         );
+        if let Some(rtt) = handshake_rtt {
+            streams.seed_rtt(rtt);
+        }
         e.state = State::Established(Box::new(Established {
             prot,
             peer: done.peer,

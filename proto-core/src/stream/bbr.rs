@@ -148,11 +148,9 @@ impl Bbr {
     }
 
     fn update_window(&mut self) {
-        let gain = if self.phase == Phase::Startup {
-            STARTUP_GAIN
-        } else {
-            CWND_GAIN
-        };
+        // Startup paces at 2.89x but keeps its window at 2 BDP (as BBRv2 does): a window of
+        // 2.89 BDP overflows any bottleneck queue shorter than two BDPs.
+        let gain = CWND_GAIN;
         if self.phase == Phase::ProbeRtt {
             self.cwnd = self.min_window();
             return;

@@ -13,9 +13,9 @@
 //!   counted in `tx`, so retransmissions are ordered correctly).
 //! - NACK: the receiver names its gaps every RTO while one stands; a named chunk last sent at
 //!   least a minimum RTT ago is sent again.
-//! - Tail-loss probe: when nothing is acknowledged for an RTO, the newest chunk is sent again
-//!   to draw an acknowledgement. A second RTO without one is a timeout: everything in flight
-//!   is resent, the RTO backs off and the congestion controller resets.
+//! - Tail-loss probe: when nothing is acknowledged for two smoothed RTTs, the newest chunk is
+//!   sent again to draw an acknowledgement. An RTO after that without one is a timeout: the
+//!   earliest chunk is resent, the RTO backs off and the congestion controller resets.
 //! - Give-up: a chunk that would exceed `max_retries` retransmissions fails its stream; the
 //!   peer is told with a RESET that is repeated until acknowledged.
 
@@ -162,6 +162,10 @@ pub(crate) struct Streams {
     loss_at: Option<Instant>,
     last_eliciting: Option<Instant>,
     pto_count: u32,
+    /// Chunks a probe or timeout may send beyond the congestion window (RFC 9002 6.2.4):
+    /// otherwise chunks lost in a partition, still counted in flight, would keep the window
+    /// shut and the retransmission that could reopen it would never leave.
+    probe_budget: u32,
     tokens: i64,
     tokens_at: Instant,
     acks: BTreeSet<u32>,
@@ -212,6 +216,7 @@ impl Streams {
             loss_at: None,
             last_eliciting: None,
             pto_count: 0,
+            probe_budget: 0,
             tokens: 0,
             tokens_at: Instant::ZERO,
             acks: BTreeSet::new(),
@@ -226,6 +231,14 @@ impl Streams {
             closing: BTreeSet::new(),
             events: VecDeque::new(),
             stats: TransportStats::default(),
+        }
+    }
+
+    /// A first round-trip sample, from the handshake: so that a side that only receives
+    /// (and so never times its own chunks) still paces its NACKs and probes its FIN sensibly.
+    pub(crate) fn seed_rtt(&mut self, rtt: Duration) {
+        if self.rtt.srtt().is_none() {
+            self.rtt.on_sample(rtt, false);
         }
     }
 
@@ -481,10 +494,19 @@ impl Streams {
             return;
         };
         let acked = s.send.on_ack(a.cumulative, a.limit, a.ranges.iter());
-        let described = a.ranges.iter().last().map_or(a.cumulative, |(_, end)| end);
+        let described = if a.truncated {
+            a.ranges.iter().last().map_or(a.cumulative, |(_, end)| end)
+        } else {
+            // A complete ACK: everything sent that it does not list is missing.
+            u64::MAX
+        };
         s.horizon = s.horizon.max(described.min(s.send.next_seq()));
         let sendable = s.send.peek(self.max_chunk).is_some();
         let mut newest: Option<(u64, Instant, bool)> = None;
+        // An acknowledged retransmission less than a minimum RTT old cannot be what arrived:
+        // an earlier transmission did. Its `tx` must not count as acknowledged in send order,
+        // or everything sent before that retransmission would look lost.
+        let floor = self.rtt.min_rtt().unwrap_or_else(|| self.rtt.rto() / 2);
         for (_, c) in &acked {
             match self.sent.remove(&c.tx) {
                 Some(sent) => {
@@ -495,7 +517,8 @@ impl Streams {
                 }
                 None => self.stats.spurious += 1,
             }
-            if newest.is_none_or(|(tx, _, _)| c.tx > tx) {
+            let ambiguous = c.transmissions > 1 && now.saturating_duration_since(c.sent_at) < floor;
+            if !ambiguous && newest.is_none_or(|(tx, _, _)| c.tx > tx) {
                 newest = Some((c.tx, c.sent_at, c.transmissions > 1));
             }
         }
@@ -646,6 +669,18 @@ impl Streams {
 
     fn on_pto(&mut self, now: Instant) {
         self.pto_count += 1;
+        self.probe_budget = 2;
+        if self.pto_count > self.cfg.max_retries.saturating_add(1) {
+            // A probe and `max_retries` timeouts in a row without a single acknowledgement:
+            // every stream with chunks in flight gives up.
+            let stuck: BTreeSet<u32> = self.sent.values().map(|s| s.stream).collect();
+            for id in stuck {
+                self.stats.gave_up += 1;
+                self.fail(now, id, ResetOrigin::GaveUp, 0, true);
+            }
+            self.pto_count = 0;
+            return;
+        }
         self.last_eliciting = Some(now);
         if self.pto_count == 1 {
             // Tail-loss probe: resend the newest chunk to draw an acknowledgement.
@@ -654,11 +689,12 @@ impl Streams {
                 self.lose(now, tx, true);
             }
         } else {
+            // Retransmission timeout (RFC 6298 5.4-5.6): back off, resend the earliest
+            // outstanding chunk, and let the acknowledgements it draws sort out the rest.
             self.stats.timeouts += 1;
             self.rtt.on_timeout();
             self.cc.get_mut().on_timeout(now);
-            let all: Vec<u64> = self.sent.keys().copied().collect();
-            for tx in all {
+            if let Some((&tx, _)) = self.sent.first_key_value() {
                 self.lose(now, tx, true);
             }
         }
@@ -790,7 +826,7 @@ impl Streams {
 
     /// Whether some stream has a chunk the window and credit allow (pacing aside).
     fn data_ready(&self) -> bool {
-        let open = self.cwnd_open();
+        let open = self.cwnd_open() || self.probe_budget > 0;
         self.sched.keys().any(|id| {
             self.streams.get(&id).is_some_and(|s| {
                 (open || !s.mode.is_reliable()) && s.send.peek(self.max_chunk).is_some()
@@ -1003,7 +1039,8 @@ impl Streams {
             };
             let charged =
                 (s.send.peek(max_chunk).unwrap_or(0).min(data_room) + STREAM_HEADER_LEN) as u64;
-            if s.mode.is_reliable() && !open {
+            let probe = s.mode.is_reliable() && !open;
+            if probe && self.probe_budget == 0 {
                 self.sched.refund(id, charged);
                 return;
             }
@@ -1032,6 +1069,9 @@ impl Streams {
                 return;
             };
             *pos += written;
+            if probe {
+                self.probe_budget -= 1;
+            }
             let writable = s.send.take_writable();
             self.next_tx += 1;
             self.stats.chunks_sent += 1;
