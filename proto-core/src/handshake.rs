@@ -14,7 +14,7 @@ use snow::{Builder, HandshakeState};
 use crate::crypto::{SeededResolver, SharedProvider};
 use crate::identity::{Binding, BindingCache, BindingError, PublicIdentity, BINDING_LEN};
 use crate::rng::Seed;
-use crate::wire::{noise_len, Pattern};
+use crate::wire::{noise_len, Pattern, RESPONSE_PAYLOAD_LEN};
 
 /// What a node brings to every handshake.
 pub(crate) struct LocalKeys {
@@ -171,13 +171,15 @@ impl Handshake {
     }
 
     /// Answers message 1 as responder. Returns the machine, the Noise part of message 2, and for
-    /// IK the completed keys (XX completes on message 3).
+    /// IK the completed keys (XX completes on message 3). Message 2's payload carries
+    /// `local_index` after the binding, so the initiator learns it authenticated.
     pub(crate) fn respond(
         keys: &LocalKeys,
         seed: Seed,
         pattern: Pattern,
         init_noise: &[u8],
         cache: &mut BindingCache,
+        local_index: u32,
     ) -> Result<(Handshake, Vec<u8>, Option<Completed>), HandshakeError> {
         let mut state = build(keys, pattern, seed, None, false)?;
         let mut payload = [0u8; crate::wire::XX_INIT_PADDING];
@@ -197,9 +199,13 @@ impl Handshake {
                 None
             }
         };
+        let mut response_payload = [0u8; RESPONSE_PAYLOAD_LEN];
+        let (binding, index) = response_payload.split_at_mut(BINDING_LEN);
+        binding.copy_from_slice(&keys.binding);
+        index.copy_from_slice(&local_index.to_le_bytes());
         let mut msg = vec![0u8; noise_len::XX_RESPONSE.max(noise_len::IK_RESPONSE)];
         let m = state
-            .write_message(&keys.binding, &mut msg)
+            .write_message(&response_payload, &mut msg)
             .map_err(|_| HandshakeError::Setup)?;
         msg.truncate(m);
         let mut hs = Handshake {
@@ -217,21 +223,29 @@ impl Handshake {
         Ok((hs, msg, done))
     }
 
-    /// The initiator reads message 2. Returns the Noise part of message 3 (XX) and the keys.
+    /// The initiator reads message 2. Returns the Noise part of message 3 (XX), the keys, and
+    /// the responder's session index as the authenticated payload gives it.
     pub(crate) fn read_response(
         &mut self,
         noise: &[u8],
         cache: &mut BindingCache,
-    ) -> Result<(Option<Vec<u8>>, Completed), HandshakeError> {
+    ) -> Result<(Option<Vec<u8>>, Completed, u32), HandshakeError> {
         if !self.initiator || self.state.is_handshake_finished() || self.state.is_my_turn() {
             return Err(HandshakeError::OutOfOrder);
         }
-        let mut payload = [0u8; BINDING_LEN + 16];
+        let mut payload = [0u8; RESPONSE_PAYLOAD_LEN + 16];
         let n = self
             .state
             .read_message(noise, &mut payload)
             .map_err(|_| HandshakeError::Noise)?;
-        let binding = Binding::decode(payload.get(..n).unwrap_or(&[]))?;
+        if n != RESPONSE_PAYLOAD_LEN {
+            return Err(HandshakeError::Binding);
+        }
+        let (binding, index) = payload.split_at(BINDING_LEN);
+        let mut index_bytes = [0u8; 4];
+        index_bytes.copy_from_slice(index.get(..4).unwrap_or(&[0; 4]));
+        let peer_index = u32::from_le_bytes(index_bytes);
+        let binding = Binding::decode(binding)?;
         let rs = remote_static(&self.state)?;
         let vouched = self.expected == Some(binding.identity) && self.given_static == Some(rs);
         let peer = if vouched {
@@ -259,7 +273,7 @@ impl Handshake {
                 Some(msg)
             }
         };
-        Ok((fin, self.split(peer)?))
+        Ok((fin, self.split(peer)?, peer_index))
     }
 
     /// The XX responder reads message 3.
@@ -353,9 +367,10 @@ mod tests {
                         Handshake::initiate(&a, Seed::from_u64(3), rs.as_ref(), None).unwrap();
                     let pattern = hs_a.pattern();
                     let (mut hs_b, m2, done_b) =
-                        Handshake::respond(&b, Seed::from_u64(4), pattern, &m1, &mut cache)
+                        Handshake::respond(&b, Seed::from_u64(4), pattern, &m1, &mut cache, 0xBEEF)
                             .unwrap();
-                    let (m3, done_a) = hs_a.read_response(&m2, &mut cache).unwrap();
+                    let (m3, done_a, index) = hs_a.read_response(&m2, &mut cache).unwrap();
+                    assert_eq!(index, 0xBEEF, "the responder's index is authenticated");
                     let done_b = match (done_b, m3) {
                         (Some(d), None) => d,
                         (None, Some(m3)) => hs_b.read_final(&m3, &mut cache).unwrap(),

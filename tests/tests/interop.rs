@@ -133,8 +133,11 @@ fn snow_initiator_ik_against_our_responder() {
     assert_eq!(r.receiver_index, 0x01020304);
     let mut payload = vec![0u8; 256];
     let n = hs.read_message(r.noise, &mut payload).unwrap();
-    let binding = Binding::decode(&payload[..n]).unwrap();
+    let binding = Binding::decode(&payload[..n - 4]).unwrap();
     assert_eq!(binding.verify(&node.static_key()), Ok(identity(2).public()));
+    // After the binding, the responder's session index, authenticated.
+    assert_eq!(n, wire::RESPONSE_PAYLOAD_LEN);
+    assert_eq!(payload[n - 4..n], r.sender_index.to_le_bytes());
     let t = hs.into_stateless_transport_mode().unwrap();
 
     // Our DATA (counter 0) confirms us to the node and carries a datagram.
@@ -181,8 +184,11 @@ fn snow_initiator_xx_against_our_responder() {
     };
     let mut payload = vec![0u8; 256];
     let n = hs.read_message(r.noise, &mut payload).unwrap();
-    let binding = Binding::decode(&payload[..n]).unwrap();
+    let binding = Binding::decode(&payload[..n - 4]).unwrap();
     assert_eq!(binding.verify(&node.static_key()), Ok(identity(2).public()));
+    // After the binding, the responder's session index, authenticated.
+    assert_eq!(n, wire::RESPONSE_PAYLOAD_LEN);
+    assert_eq!(payload[n - 4..n], r.sender_index.to_le_bytes());
     let n = hs.write_message(&peer.binding, &mut msg).unwrap();
     let mut fin = Vec::new();
     wire::encode_final(
@@ -243,13 +249,22 @@ fn our_initiator_against_a_snow_responder() {
                 Ok(identity(1).public())
             );
         }
+        // Message 2's payload: the binding, then our session index (77). The header's copy
+        // is not authenticated; here it disagrees, and the node must use the payload's.
+        let mut response_payload = peer.binding.to_vec();
+        response_payload.extend_from_slice(&77u32.to_le_bytes());
         let mut msg = vec![0u8; 512];
-        let n = hs.write_message(&peer.binding, &mut msg).unwrap();
+        let n = hs.write_message(&response_payload, &mut msg).unwrap();
+        let expected = match pattern {
+            Pattern::IK => wire::noise_len::IK_RESPONSE,
+            Pattern::XX => wire::noise_len::XX_RESPONSE,
+        };
+        assert_eq!(n, expected);
         let mut resp = Vec::new();
         wire::encode_response(
             &mut resp,
             &wire::Response {
-                sender_index: 77,
+                sender_index: 78,
                 receiver_index: i.sender_index,
                 noise: &msg[..n],
             },
@@ -272,6 +287,7 @@ fn our_initiator_against_a_snow_responder() {
         assert!(matches!(ev.as_slice(), [Event::Connected { .. }]), "{ev:?}");
         let t = hs.into_stateless_transport_mode().unwrap();
         let data = poll_one(&mut node);
+        assert_eq!(u32::from_le_bytes(data[4..8].try_into().unwrap()), 77);
         assert_eq!(
             open_data(&t, &data),
             datagram_frame(b"early"),

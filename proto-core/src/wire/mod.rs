@@ -22,7 +22,7 @@ pub const DATA_HEADER_LEN: usize = 16;
 /// Bytes a DATA packet adds around its plaintext: header plus AEAD tag.
 pub const DATA_OVERHEAD: usize = DATA_HEADER_LEN + crate::crypto::TAG_LEN;
 
-/// Zero bytes carried as the (clear) payload of XX message 1. An XX RESPONSE packet is 204
+/// Zero bytes carried as the (clear) payload of XX message 1. An XX RESPONSE packet is 208
 /// bytes; padding the INIT packet to 208 means a spoofed INIT can never make a responder send
 /// more bytes than it received (no reflection amplification).
 pub const XX_INIT_PADDING: usize = 168;
@@ -33,19 +33,22 @@ const DH_LEN: usize = 32;
 const NOISE_TAG: usize = 16;
 /// Length of the handshake payload (a [`Binding`](crate::identity::Binding)).
 const PAYLOAD_LEN: usize = crate::identity::BINDING_LEN;
+/// Length of message 2's payload: the responder's binding, then its session index (u32 LE),
+/// so that the index the initiator will address is authenticated by the handshake.
+pub const RESPONSE_PAYLOAD_LEN: usize = PAYLOAD_LEN + 4;
 
 /// Noise message lengths, fixed by the patterns and the 96-byte payload.
 pub mod noise_len {
-    use super::{DH_LEN, NOISE_TAG, PAYLOAD_LEN};
+    use super::{DH_LEN, NOISE_TAG, PAYLOAD_LEN, RESPONSE_PAYLOAD_LEN};
     /// IK message 1: `e, es, s, ss` + payload.
     pub const IK_INIT: usize = DH_LEN + DH_LEN + NOISE_TAG + PAYLOAD_LEN + NOISE_TAG;
-    /// IK message 2: `e, ee, se` + payload.
-    pub const IK_RESPONSE: usize = DH_LEN + PAYLOAD_LEN + NOISE_TAG;
+    /// IK message 2: `e, ee, se` + payload (binding and session index).
+    pub const IK_RESPONSE: usize = DH_LEN + RESPONSE_PAYLOAD_LEN + NOISE_TAG;
     /// XX message 1: `e`, then a payload of [`XX_INIT_PADDING`](super::XX_INIT_PADDING) zero
     /// bytes, so that the message is no smaller than the RESPONSE it elicits.
     pub const XX_INIT: usize = DH_LEN + super::XX_INIT_PADDING;
-    /// XX message 2: `e, ee, s, es` + payload.
-    pub const XX_RESPONSE: usize = DH_LEN + DH_LEN + NOISE_TAG + PAYLOAD_LEN + NOISE_TAG;
+    /// XX message 2: `e, ee, s, es` + payload (binding and session index).
+    pub const XX_RESPONSE: usize = DH_LEN + DH_LEN + NOISE_TAG + RESPONSE_PAYLOAD_LEN + NOISE_TAG;
     /// XX message 3: `s, se` + payload.
     pub const XX_FINAL: usize = DH_LEN + NOISE_TAG + PAYLOAD_LEN + NOISE_TAG;
 }
@@ -477,7 +480,7 @@ mod tests {
             },
         );
         assert_eq!(hex(&out[..12]), "010200000100000002000000");
-        assert_eq!(out.len(), 12 + 144);
+        assert_eq!(out.len(), 12 + 148);
         assert!(matches!(decode(&out), Ok(Packet::Response(r)) if r.receiver_index == 2));
 
         let noise = [0xAB; noise_len::XX_FINAL];
@@ -551,9 +554,11 @@ mod tests {
     #[test]
     fn lengths_match_the_patterns() {
         assert_eq!(noise_len::IK_INIT, 192);
-        assert_eq!(noise_len::IK_RESPONSE, 144);
+        assert_eq!(noise_len::IK_RESPONSE, 148);
         assert_eq!(noise_len::XX_INIT, 200);
-        assert_eq!(noise_len::XX_RESPONSE, 192);
+        assert_eq!(noise_len::XX_RESPONSE, 196);
+        // No amplification: an XX RESPONSE packet is never larger than the INIT it answers.
+        assert_eq!(12 + noise_len::XX_RESPONSE, 8 + noise_len::XX_INIT);
         assert_eq!(noise_len::XX_FINAL, 160);
         assert_eq!(Pattern::IK.prologue(), *b"net/1\0\0\0");
         assert_eq!(Pattern::XX.prologue(), *b"net/1\0\0\x01");
