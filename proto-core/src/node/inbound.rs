@@ -42,11 +42,17 @@ impl Node {
         // A repeated initiation for a handshake we already answered: resend the answer while
         // it is pending; once the session is established the initiator has it, so ignore it.
         if let Some(&id) = self.responding_to.get(&(from, init.sender_index)) {
-            match self.entries.get(&id) {
+            match self.entries.get_mut(&id) {
                 Some(Entry {
-                    state: State::Responding { response, .. },
+                    state:
+                        State::Responding {
+                            response,
+                            answered_again,
+                            ..
+                        },
                     ..
                 }) => {
+                    *answered_again = true;
                     let packet = response.clone();
                     self.stats.handshake_retransmits += 1;
                     self.push_control(from, packet);
@@ -114,12 +120,14 @@ impl Node {
                 left: MAX_REBUILDS,
             })
         });
+        let local_index = self.fresh_index();
         let (hs, noise, done) = match Handshake::respond(
             &self.keys,
             seed,
             init.pattern,
             init.noise,
             &mut self.bindings,
+            local_index,
         ) {
             Ok(r) => r,
             Err(_) => {
@@ -128,7 +136,6 @@ impl Node {
             }
         };
         self.stats.handshakes_answered += 1;
-        let local_index = self.fresh_index();
         let mut packet = Vec::with_capacity(noise.len() + 12);
         wire::encode_response(
             &mut packet,
@@ -157,6 +164,7 @@ impl Node {
             response: packet,
             rebuild,
             early: Vec::new(),
+            answered_again: false,
         };
         let id = match yielding {
             Some(ours) => {
@@ -219,7 +227,9 @@ impl Node {
             }
         };
         match hs.read_response(resp.noise, &mut self.bindings) {
-            Ok((fin, done)) => {
+            Ok((fin, done, peer_index)) => {
+                // The header's sender_index is not authenticated (a flipped bit there would
+                // address every packet of the session to nobody); the payload's copy is.
                 e.addr = from;
                 // The confirmation: FINAL for XX; for IK an empty packet stands for a PING.
                 let packet = fin
@@ -228,7 +238,7 @@ impl Node {
                         wire::encode_final(
                             &mut packet,
                             &Final {
-                                receiver_index: resp.sender_index,
+                                receiver_index: peer_index,
                                 noise: &noise,
                             },
                         );
@@ -239,7 +249,7 @@ impl Node {
                     self.keys.provider.clone(),
                     &done.send_key,
                     &done.recv_key,
-                    resp.sender_index,
+                    peer_index,
                     self.rekey_policy(),
                     now,
                 );
@@ -248,7 +258,7 @@ impl Node {
                     attempts: 0,
                     next: now + self.retry_delay(0),
                 };
-                self.establish(now, id, done, prot, Some(confirm));
+                self.establish(now, id, done, prot, Some(confirm), true);
                 self.resend_confirmation(id, from, packet);
             }
             Err(HandshakeError::Noise) | Err(HandshakeError::OutOfOrder) => {
@@ -271,6 +281,7 @@ impl Node {
             self.stats.drops.unknown_index += 1;
             return;
         };
+        let local_index = e.local_index;
         let State::Responding {
             hs: Some(hs),
             remote_index,
@@ -295,7 +306,8 @@ impl Node {
                     self.rekey_policy(),
                     now,
                 );
-                self.establish(now, id, done, prot, None);
+                // The initiator repeats FINAL until acknowledged: this one may be a repeat.
+                self.establish(now, id, done, prot, None, false);
                 for pkt in early {
                     if let Ok(Packet::Data(h, ct)) = wire::decode(&pkt) {
                         self.on_data(now, from, &h, ct, &pkt);
@@ -315,6 +327,7 @@ impl Node {
                             Pattern::XX,
                             &r.init_noise,
                             &mut self.bindings,
+                            local_index,
                         )
                         .ok()
                         .map(|(fresh, _, _)| fresh)
@@ -439,7 +452,8 @@ impl Node {
             // IK responder: the first authentic packet confirms the initiator.
             if let Some(ready) = ready.take() {
                 let (done, prot) = *ready;
-                self.establish(now, id, done, prot, None);
+                // Counter 0 is the initiator's first packet: its confirmation, not a repeat.
+                self.establish(now, id, done, prot, None, h.counter == 0);
             }
         }
         if let Some(Entry {
@@ -449,7 +463,14 @@ impl Node {
         {
             est.last_recv = now;
             // A responder cannot seal before it has our FINAL: any packet from it confirms.
-            est.confirm = None;
+            // If the confirmation was sent once, this is an RTT sample for the streams (the
+            // handshake's own may have been lost to a repeated INIT).
+            if let Some(c) = est.confirm.take() {
+                if c.attempts == 0 {
+                    est.streams
+                        .seed_rtt(now.saturating_duration_since(est.established_at));
+                }
+            }
         }
         let plaintext = scratch.get(..len).unwrap_or(&[]);
         if Frames::validate(plaintext).is_err() {

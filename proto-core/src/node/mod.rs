@@ -86,6 +86,8 @@ enum State {
         /// What rebuilds the XX responder state if a damaged FINAL corrupted it.
         rebuild: Option<Box<Rebuild>>,
         early: Vec<Vec<u8>>,
+        /// A repeated INIT was answered: the handshake's duration is no RTT sample (Karn).
+        answered_again: bool,
     },
     /// Keys agreed and peer authenticated.
     Established(Box<Established>),
@@ -113,6 +115,8 @@ struct Established {
     /// Initiator only: our confirmation (FINAL for XX, a PING for IK) is resent on the
     /// handshake schedule until the first packet from the responder proves it arrived.
     confirm: Option<Retry>,
+    /// When the session was established (and the initiator's first confirmation left).
+    established_at: Instant,
     streams: Streams,
 }
 
@@ -784,7 +788,9 @@ impl Node {
         }
     }
 
-    /// Moves a session to Established and announces it.
+    /// Moves a session to Established and announces it. `first_try` says the message that
+    /// completed the handshake was the peer's first of its kind (so, with no retransmission
+    /// on our side either, the handshake's duration is one round trip).
     fn establish(
         &mut self,
         now: Instant,
@@ -792,6 +798,7 @@ impl Node {
         done: Completed,
         prot: PacketProtection,
         confirm: Option<Retry>,
+        first_try: bool,
     ) {
         let Some(e) = self.entries.get_mut(&id) else {
             return;
@@ -808,11 +815,16 @@ impl Node {
             }
         }
         let initiator = matches!(e.state, State::Initiating { .. });
-        // The handshake was one round trip (INIT out, RESPONSE back; or RESPONSE out,
-        // confirmation back): a first RTT sample for the streams, unless retransmitted (Karn).
+        // The handshake was one round trip (INIT out, RESPONSE back; or RESPONSE out, the
+        // first DATA back): a first RTT sample for the streams, unless either side repeated
+        // itself (Karn's rule: a repeated message makes the duration ambiguous).
         let handshake_rtt = match &e.state {
-            State::Initiating { retry, .. } if retry.attempts == 0 => Some(now - e.created),
-            State::Responding { .. } => Some(now - e.created),
+            State::Initiating { retry, .. } if first_try && retry.attempts == 0 => {
+                Some(now - e.created)
+            }
+            State::Responding { answered_again, .. } if first_try && !answered_again => {
+                Some(now - e.created)
+            }
             _ => None,
         };
         match &e.state {
@@ -841,6 +853,7 @@ impl Node {
             last_sent: now,
             last_recv: now,
             confirm,
+            established_at: now,
             streams,
         }));
         e.announced = true;
