@@ -43,9 +43,11 @@ use crate::wire::stream::{
 const REORDER_THRESHOLD: u64 = 3;
 /// Reliable chunks received before an acknowledgement is sent without waiting.
 const ACK_EVERY: u32 = 2;
-/// RESET transmissions before giving up on telling the peer (the session's idle timeout
-/// ends it anyway).
-const MAX_RESET_TRIES: u32 = 16;
+/// RESET transmissions before giving up on telling the peer. They are spaced by the RTO,
+/// doubling up to the RTO ceiling, so 64 tries outlast any partition the session survives
+/// (the default idle timeout is 35 s); the peer talking about the stream later starts them
+/// over.
+const MAX_RESET_TRIES: u32 = 64;
 /// Scheduler quantum: about one full chunk per weight unit per round.
 const QUANTUM: u64 = 1200;
 
@@ -71,11 +73,25 @@ struct Stream {
     horizon: u64,
 }
 
+/// What is remembered of a stream that ended.
+#[derive(Debug, Clone, Copy)]
+enum Tomb {
+    /// It ended normally; its receive cumulative point at the end, so a late retransmission
+    /// is still acknowledged.
+    Closed(u64),
+    /// It was reset. With a frame: we reset it and the peer has not acknowledged that yet,
+    /// so if the peer still talks about it the RESET is repeated (at most once per RTO,
+    /// `last` being when it was last repeated this way).
+    Reset(Option<(ResetFrame, Option<Instant>)>),
+}
+
 #[derive(Debug, Clone, Copy)]
 struct PendingReset {
     frame: ResetFrame,
     due: Instant,
     tries: u32,
+    /// When it was last sent.
+    sent_at: Option<Instant>,
 }
 
 /// The congestion controllers, dispatched without allocation.
@@ -148,9 +164,8 @@ pub(crate) struct Streams {
     local_bit: u32,
     next_local: u32,
     streams: BTreeMap<u32, Stream>,
-    /// Ended streams: the receive cumulative point at the end (`None` after a reset), so a
-    /// late retransmission is still acknowledged. Bounded; oldest forgotten first.
-    tombstones: BTreeMap<u32, Option<u64>>,
+    /// Ended streams. Bounded; oldest forgotten first.
+    tombstones: BTreeMap<u32, Tomb>,
     sched: Scheduler<u32>,
     rtt: RttEstimator,
     cc: Controller,
@@ -175,6 +190,9 @@ pub(crate) struct Streams {
     packet_elicits: bool,
     nacks: BTreeSet<u32>,
     nack_at: Option<Instant>,
+    /// Doublings of the NACK interval: each NACK round that no chunk answers doubles it (up
+    /// to the RTO ceiling), so a receiver does not keep asking a dead path every RTT.
+    nack_backoff: u32,
     resets: BTreeMap<u32, PendingReset>,
     reset_acks: VecDeque<ResetFrame>,
     closing: BTreeSet<(Instant, u32)>,
@@ -226,6 +244,7 @@ impl Streams {
             packet_elicits: false,
             nacks: BTreeSet::new(),
             nack_at: None,
+            nack_backoff: 0,
             resets: BTreeMap::new(),
             reset_acks: VecDeque::new(),
             closing: BTreeSet::new(),
@@ -430,13 +449,14 @@ impl Streams {
     fn on_stream(&mut self, now: Instant, f: &StreamFrame<'_>) {
         let id = f.stream;
         if !self.streams.contains_key(&id) {
-            if let Some(end) = self.tombstones.get(&id) {
+            if let Some(tomb) = self.tombstones.get(&id) {
                 // A late retransmission for a stream that ended: acknowledge it, so the
                 // peer's close completes even if our last acknowledgement was lost.
-                if f.mode.is_reliable() && end.is_some_and(|c| f.seq < c) {
+                if f.mode.is_reliable() && matches!(tomb, Tomb::Closed(c) if f.seq < *c) {
                     self.acks.insert(id);
                     self.ack_now = true;
                 }
+                self.reset_evidence(now, id);
                 return;
             }
             if self.is_local(id) {
@@ -446,7 +466,6 @@ impl Streams {
             }
             if self.streams.len() >= self.cfg.max_streams {
                 self.stats.refused += 1;
-                self.tombstone(id, None);
                 self.queue_reset(now, id, ResetOrigin::Refused, 0);
                 return;
             }
@@ -465,6 +484,7 @@ impl Streams {
         }
         let limit_before = s.recv.limit();
         let r = s.recv.on_chunk(f.seq, f.fin, f.data);
+        let gap = s.recv.has_gap();
         if s.mode.is_reliable() {
             if f.seq >= limit_before {
                 self.stats.violations += 1;
@@ -476,9 +496,6 @@ impl Streams {
             if r.duplicate || r.out_of_order || r.finished {
                 self.ack_now = true;
             }
-            if s.recv.has_gap() && self.nack_at.is_none() {
-                self.nack_at = Some(now.saturating_add(self.rtt.rto()));
-            }
         }
         if r.readable {
             self.events.push_back((StreamId(id), StreamEvent::Readable));
@@ -487,19 +504,55 @@ impl Streams {
             s.finished_told = true;
             self.events.push_back((StreamId(id), StreamEvent::Finished));
         }
+        if f.mode.is_reliable() {
+            if r.accepted {
+                // The path delivers: NACKs go back to one per RTO.
+                self.nack_backoff = 0;
+            }
+            if gap && self.nack_at.is_none() {
+                self.nack_at = Some(now.saturating_add(self.nack_interval()));
+            }
+        }
     }
 
     fn on_ack(&mut self, now: Instant, a: &AckFrame<'_>) {
-        let Some(s) = self.streams.get_mut(&a.stream) else {
-            return;
-        };
-        let acked = s.send.on_ack(a.cumulative, a.limit, a.ranges.iter());
         let described = if a.truncated {
             a.ranges.iter().last().map_or(a.cumulative, |(_, end)| end)
         } else {
             // A complete ACK: everything sent that it does not list is missing.
             u64::MAX
         };
+        self.apply_ack(
+            now,
+            a.stream,
+            a.cumulative,
+            a.limit,
+            a.ranges.iter(),
+            described,
+            true,
+        );
+    }
+
+    /// Applies what the peer says arrived: everything below `cumulative` and in `ranges`,
+    /// with every chunk below `described` accounted for (so the rest there is missing).
+    /// `timed` says the report was prompted by an arrival, so the newest chunk it
+    /// acknowledges gives an RTT sample.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_ack(
+        &mut self,
+        now: Instant,
+        stream: u32,
+        cumulative: u64,
+        limit: u64,
+        ranges: impl Iterator<Item = (u64, u64)>,
+        described: u64,
+        timed: bool,
+    ) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            self.reset_evidence(now, stream);
+            return;
+        };
+        let acked = s.send.on_ack(cumulative, limit, ranges);
         s.horizon = s.horizon.max(described.min(s.send.next_seq()));
         let sendable = s.send.peek(self.max_chunk).is_some();
         let mut newest: Option<(u64, Instant, bool)> = None;
@@ -522,23 +575,54 @@ impl Streams {
                 newest = Some((c.tx, c.sent_at, c.transmissions > 1));
             }
         }
+        if !acked.is_empty() {
+            self.pto_count = 0;
+            self.rtt.on_progress();
+        }
         if let Some((tx, sent_at, retransmitted)) = newest {
             if self.largest_acked_tx.is_none_or(|l| tx > l) {
                 self.largest_acked_tx = Some(tx);
-                self.rtt
-                    .on_sample(now.saturating_duration_since(sent_at), retransmitted);
+                // Karn's rule for retransmissions; and a report not prompted by an arrival
+                // (a NACK sent on its timer) may come long after the chunk arrived.
+                self.rtt.on_sample(
+                    now.saturating_duration_since(sent_at),
+                    retransmitted || !timed,
+                );
             }
-            self.pto_count = 0;
         }
         if sendable {
-            self.sched.activate(a.stream);
+            self.sched.activate(stream);
         }
         self.detect_losses(now);
-        self.check_acknowledged(a.stream);
+        self.check_acknowledged(stream);
     }
 
     fn on_nack(&mut self, now: Instant, n: &NackFrame<'_>) {
+        // A NACK is also an acknowledgement: its gaps start at the receiver's cumulative
+        // point, and each gap ends at a chunk that arrived, so everything below the end of
+        // the last gap that is not in a gap has arrived. Applying that first matters when
+        // the ACKs were lost: chunks still counted in flight are settled and the window
+        // reopens for the retransmissions the NACK asks for.
+        let mut gaps = n.gaps.iter().peekable();
+        if let Some(&(base, _)) = gaps.peek() {
+            let mut arrived = Vec::with_capacity(n.gaps.len());
+            while let Some((_, end)) = gaps.next() {
+                let next = gaps.peek().map_or(end.saturating_add(1), |&(s, _)| s);
+                arrived.push((end, next));
+            }
+            let described = arrived.last().map_or(base, |&(_, e)| e);
+            self.apply_ack(
+                now,
+                n.stream,
+                base,
+                0,
+                arrived.into_iter(),
+                described,
+                false,
+            );
+        }
         let Some(s) = self.streams.get(&n.stream) else {
+            self.reset_evidence(now, n.stream);
             return;
         };
         // A chunk resent less than a minimum RTT ago may still be on its way.
@@ -556,12 +640,15 @@ impl Streams {
     }
 
     fn on_reset(&mut self, r: &ResetFrame) {
+        // An acknowledgement of our RESET, or their own RESET crossing ours (which
+        // acknowledges ours too): ours need not be repeated.
+        self.resets.remove(&r.stream);
+        if let Some(Tomb::Reset(told)) = self.tombstones.get_mut(&r.stream) {
+            *told = None;
+        }
         if r.ack {
-            self.resets.remove(&r.stream);
             return;
         }
-        // Our own RESET for it crossed theirs: theirs acknowledges ours.
-        self.resets.remove(&r.stream);
         if self.streams.contains_key(&r.stream) {
             self.remove(r.stream, None);
             self.events.push_back((
@@ -574,7 +661,7 @@ impl Streams {
             ));
         } else if !self.tombstones.contains_key(&r.stream) && !self.is_local(r.stream) {
             // Reset before any chunk arrived: remember it so late chunks do not open it.
-            self.tombstone(r.stream, None);
+            self.tombstone(r.stream, Tomb::Reset(None));
         }
         if self.reset_acks.len() < self.cfg.max_streams.saturating_mul(2) {
             self.reset_acks.push_back(ResetFrame { ack: true, ..*r });
@@ -582,6 +669,37 @@ impl Streams {
     }
 
     // ---- loss recovery ----
+
+    /// How long a standing gap waits before (another) NACK: the RTO, doubled for each NACK
+    /// round since a chunk last arrived, at most the RTO ceiling.
+    fn nack_interval(&self) -> Duration {
+        let rto = self.rtt.rto();
+        rto.saturating_mul(1 << self.nack_backoff)
+            .min(super::rtt::MAX_RTO)
+            .max(rto)
+    }
+
+    /// The peer still talks about `stream`, which we reset: our RESET was probably lost, so
+    /// send it again now (at most once per RTO) rather than on its backed-off schedule; and
+    /// if its retries were used up (a long partition), start them over.
+    fn reset_evidence(&mut self, now: Instant, stream: u32) {
+        let rto = self.rtt.rto();
+        if let Some(r) = self.resets.get_mut(&stream) {
+            if r.sent_at.is_none_or(|t| now >= t.saturating_add(rto)) {
+                r.due = r.due.min(now);
+            }
+            return;
+        }
+        let Some(Tomb::Reset(Some((frame, last)))) = self.tombstones.get_mut(&stream) else {
+            return;
+        };
+        if last.is_some_and(|t| now < t.saturating_add(rto)) {
+            return;
+        }
+        *last = Some(now);
+        let frame = *frame;
+        self.queue_reset(now, stream, frame.origin, frame.code);
+    }
 
     fn loss_delay(&self) -> Duration {
         let rtt = match (self.rtt.srtt(), self.rtt.latest()) {
@@ -702,33 +820,42 @@ impl Streams {
 
     // ---- ending streams ----
 
-    fn tombstone(&mut self, id: u32, end: Option<u64>) {
+    fn tombstone(&mut self, id: u32, tomb: Tomb) {
         let cap = self.cfg.max_streams.saturating_mul(4).max(16);
-        while self.tombstones.len() >= cap {
+        while self.tombstones.len() >= cap && !self.tombstones.contains_key(&id) {
             self.tombstones.pop_first();
         }
-        self.tombstones.insert(id, end);
+        self.tombstones.insert(id, tomb);
     }
 
+    /// Queues our RESET of stream `id` (repeated until acknowledged or out of tries) and
+    /// remembers it in the stream's tombstone, so it can be repeated later on evidence.
     fn queue_reset(&mut self, now: Instant, id: u32, origin: ResetOrigin, code: u16) {
         let cap = self.cfg.max_streams.saturating_mul(2).max(16);
-        if self.resets.len() >= cap {
+        if self.resets.len() >= cap && !self.resets.contains_key(&id) {
             self.resets.pop_first();
             self.stats.resets_abandoned += 1;
         }
+        let frame = ResetFrame {
+            stream: id,
+            origin,
+            code,
+            ack: false,
+        };
         self.resets.insert(
             id,
             PendingReset {
-                frame: ResetFrame {
-                    stream: id,
-                    origin,
-                    code,
-                    ack: false,
-                },
+                frame,
                 due: now,
                 tries: 0,
+                sent_at: None,
             },
         );
+        let last = match self.tombstones.get(&id) {
+            Some(Tomb::Reset(Some((_, last)))) => *last,
+            _ => None,
+        };
+        self.tombstone(id, Tomb::Reset(Some((frame, last))));
     }
 
     /// Removes a stream and everything it had in flight; `end` is its receive cumulative
@@ -746,7 +873,7 @@ impl Streams {
         self.acks.remove(&id);
         self.nacks.remove(&id);
         self.closing.retain(|(_, s)| *s != id);
-        self.tombstone(id, end);
+        self.tombstone(id, end.map_or(Tomb::Reset(None), Tomb::Closed));
         Some(s)
     }
 
@@ -897,7 +1024,8 @@ impl Streams {
                 .collect();
             if !gapped.is_empty() {
                 self.nacks.extend(gapped);
-                self.nack_at = Some(now.saturating_add(self.rtt.rto()));
+                self.nack_at = Some(now.saturating_add(self.nack_interval()));
+                self.nack_backoff = self.nack_backoff.saturating_add(1).min(8);
             }
         }
         self.detect_losses(now);
@@ -948,7 +1076,12 @@ impl Streams {
                 Some(n) => {
                     pos += n;
                     r.tries += 1;
-                    r.due = now.saturating_add(rto.saturating_mul(1 << r.tries.min(4)));
+                    r.sent_at = Some(now);
+                    let wait = rto
+                        .saturating_mul(1 << r.tries.min(8))
+                        .min(super::rtt::MAX_RTO)
+                        .max(rto);
+                    r.due = now.saturating_add(wait);
                     self.stats.resets_sent += 1;
                 }
                 None => return pos,
@@ -988,7 +1121,7 @@ impl Streams {
                     s.recv.limit(),
                     s.recv.ranges(MAX_RANGES),
                 ),
-                (None, Some(Some(end))) => (*end, *end, Vec::new()),
+                (None, Some(Tomb::Closed(end))) => (*end, *end, Vec::new()),
                 _ => {
                     self.acks.remove(&id);
                     continue;

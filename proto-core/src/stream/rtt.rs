@@ -72,6 +72,15 @@ impl RttEstimator {
         self.backoff = 0;
     }
 
+    /// An acknowledgement of new data arrived, even one whose timing is ambiguous: the path
+    /// delivers again, so the timeout backoff ends (as RFC 9002 6.2.1 does with its probe
+    /// count). Under heavy loss most acknowledged chunks are retransmissions, whose samples
+    /// Karn's rule discards; keeping the backoff until a clean sample would leave the RTO at
+    /// its 2 s ceiling while acknowledgements keep arriving.
+    pub fn on_progress(&mut self) {
+        self.backoff = 0;
+    }
+
     /// A retransmission timeout fired: double the RTO (up to the maximum).
     pub fn on_timeout(&mut self) {
         self.backoff = self.backoff.saturating_add(1).min(16);
