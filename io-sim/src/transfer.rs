@@ -10,8 +10,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use proto_core::{
-    Event, Instant, Mode, Node, PeerSpec, ResetOrigin, SessionId, StreamError, StreamEvent,
-    StreamId,
+    DisconnectReason, Event, Instant, Mode, Node, PeerSpec, ResetOrigin, SessionId, StreamError,
+    StreamEvent, StreamId,
 };
 
 use crate::scenarios::{host_addr, identity, node_factory};
@@ -39,6 +39,8 @@ pub struct TransferParams {
     pub mode: Mode,
     /// Adjusts both nodes' config (congestion controller, windows...).
     pub tweak: fn(&mut proto_core::Config),
+    /// Record the receiver's progress (`TransferOutcome::progress`) at every read.
+    pub record_progress: bool,
 }
 
 impl Default for TransferParams {
@@ -49,6 +51,7 @@ impl Default for TransferParams {
             link: LinkConfig::default(),
             mode: Mode::Ordered,
             tweak: |_| {},
+            record_progress: false,
         }
     }
 }
@@ -62,6 +65,8 @@ pub struct TransferOutcome {
     pub received: u64,
     /// When the session came up.
     pub connected_at: Option<Instant>,
+    /// When the receiver learnt of the stream (its first chunk arrived).
+    pub opened_at: Option<Instant>,
     /// When the receiver read the end of the stream.
     pub finished_at: Option<Instant>,
     /// When the sender learnt that every byte was acknowledged.
@@ -74,6 +79,8 @@ pub struct TransferOutcome {
     pub writable_events: u64,
     /// The receiver's message count (message modes).
     pub messages: u64,
+    /// With `record_progress`: (when, bytes received so far) after each read.
+    pub progress: Vec<(Instant, u64)>,
 }
 
 impl TransferOutcome {
@@ -89,7 +96,8 @@ struct App {
     session: Option<SessionId>,
     stream: Option<StreamId>,
     finish_sent: bool,
-    out: TransferOutcome,
+    /// Shared with the caller; written as events happen.
+    out: Rc<RefCell<TransferOutcome>>,
     /// Unordered messages carry their offset; the receiver checks each and counts bytes.
     seen_offsets: std::collections::BTreeSet<u64>,
 }
@@ -105,26 +113,25 @@ impl App {
         let Ok(mut h) = m.stream(session, stream) else {
             return Ok(());
         };
-        while self.out.written < self.p.bytes {
+        let mut out = self.out.borrow_mut();
+        while out.written < self.p.bytes {
             let r = match self.p.mode {
                 Mode::Ordered => {
-                    let n = (self.p.bytes - self.out.written).min(16 * 1024);
-                    let chunk: Vec<u8> = (self.out.written..self.out.written + n)
+                    let n = (self.p.bytes - out.written).min(16 * 1024);
+                    let chunk: Vec<u8> = (out.written..out.written + n)
                         .map(|o| pattern(self.p.seed, o))
                         .collect();
                     h.write(&chunk).map(|n| n as u64)
                 }
                 _ => {
-                    let n = (self.p.bytes - self.out.written).min(MESSAGE - 8);
-                    let mut msg = self.out.written.to_le_bytes().to_vec();
-                    msg.extend(
-                        (self.out.written..self.out.written + n).map(|o| pattern(self.p.seed, o)),
-                    );
+                    let n = (self.p.bytes - out.written).min(MESSAGE - 8);
+                    let mut msg = out.written.to_le_bytes().to_vec();
+                    msg.extend((out.written..out.written + n).map(|o| pattern(self.p.seed, o)));
                     h.send_message(&msg).map(|()| n)
                 }
             };
             match r {
-                Ok(n) => self.out.written += n,
+                Ok(n) => out.written += n,
                 Err(StreamError::WouldBlock) => return Ok(()),
                 Err(StreamError::Reset { .. } | StreamError::Unknown(_)) => return Ok(()),
                 Err(e) => return Err(format!("write failed: {e}")),
@@ -147,29 +154,35 @@ impl App {
         let Ok(mut h) = m.stream(session, stream) else {
             return Ok(());
         };
+        let mut out = self.out.borrow_mut();
+        let record = self.p.record_progress;
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             match self.p.mode {
                 Mode::Ordered => match h.read(&mut buf) {
                     Ok(0) => {
-                        self.out.finished_at.get_or_insert(now);
+                        out.finished_at.get_or_insert(now);
                         return Ok(());
                     }
                     Ok(n) => {
                         for (i, b) in buf[..n].iter().enumerate() {
-                            let off = self.out.received + i as u64;
+                            let off = out.received + i as u64;
                             if *b != pattern(self.p.seed, off) {
                                 return Err(format!("byte {off} is wrong"));
                             }
                         }
-                        self.out.received += n as u64;
+                        out.received += n as u64;
+                        if record {
+                            let r = out.received;
+                            out.progress.push((now, r));
+                        }
                     }
                     Err(StreamError::WouldBlock) => return Ok(()),
                     Err(_) => return Ok(()),
                 },
                 _ => match h.recv_message() {
                     Ok(None) => {
-                        self.out.finished_at.get_or_insert(now);
+                        out.finished_at.get_or_insert(now);
                         return Ok(());
                     }
                     Ok(Some(msg)) => {
@@ -185,8 +198,12 @@ impl App {
                                 return Err(format!("byte {} is wrong", off + i as u64));
                             }
                         }
-                        self.out.received += body.len() as u64;
-                        self.out.messages += 1;
+                        out.received += body.len() as u64;
+                        out.messages += 1;
+                        if record {
+                            let r = out.received;
+                            out.progress.push((now, r));
+                        }
                     }
                     Err(StreamError::WouldBlock) => return Ok(()),
                     Err(_) => return Ok(()),
@@ -196,8 +213,16 @@ impl App {
     }
 }
 
-/// Builds the transfer world: host 0 connects to host 1 at 10 ms (IK), opens a stream on
-/// `Connected` and writes the pattern as fast as the stream takes it, resuming on `Writable`;
+/// Host 0 connects to host 1 (IK).
+fn connect(w: &mut World<Node>) {
+    if let Some(key) = w.machine(HostId(1)).map(Node::static_key) {
+        let spec = PeerSpec::known(identity(1).public(), key);
+        let _ = w.with_machine(HostId(0), |m, now| m.connect(now, host_addr(1), spec));
+    }
+}
+
+/// Builds the transfer world: host 0 connects to host 1 at 10 ms (IK; again if the handshake
+/// times out before a session is up), opens a stream on `Connected` and writes the pattern as fast as the stream takes it, resuming on `Writable`;
 /// host 1 reads on `Readable` and checks every byte. The outcome is shared with the caller.
 #[must_use]
 pub fn transfer(p: TransferParams) -> (World<Node>, Rc<RefCell<TransferOutcome>>) {
@@ -213,28 +238,22 @@ pub fn transfer(p: TransferParams) -> (World<Node>, Rc<RefCell<TransferOutcome>>
             Node::new(c, identity(i), s.now).unwrap_or(n)
         });
     }
-    w.at(Instant::from_millis(10), |w| {
-        if let Some(key) = w.machine(HostId(1)).map(Node::static_key) {
-            let spec = PeerSpec::known(identity(1).public(), key);
-            let _ = w.with_machine(HostId(0), |m, now| m.connect(now, host_addr(1), spec));
-        }
-    });
+    w.at(Instant::from_millis(10), connect);
+    let outcome = Rc::new(RefCell::new(TransferOutcome::default()));
     let app = Rc::new(RefCell::new(App {
         p,
         session: None,
         stream: None,
         finish_sent: false,
-        out: TransferOutcome::default(),
+        out: outcome.clone(),
         seen_offsets: std::collections::BTreeSet::new(),
     }));
-    let outcome = Rc::new(RefCell::new(TransferOutcome::default()));
-    let shared = outcome.clone();
     w.on_event(move |w, h, ev| {
         let now = w.now();
         let mut app = app.borrow_mut();
         let res = match (h.0, ev) {
             (0, Event::Connected { session, .. }) => {
-                app.out.connected_at = Some(now);
+                app.out.borrow_mut().connected_at = Some(now);
                 app.session = Some(*session);
                 let mode = app.p.mode;
                 let opened = w.with_machine(h, |m, t| m.open_stream(t, *session, mode));
@@ -247,17 +266,31 @@ pub fn transfer(p: TransferParams) -> (World<Node>, Rc<RefCell<TransferOutcome>>
                     None => Ok(()),
                 }
             }
+            (
+                0,
+                Event::Disconnected {
+                    reason: DisconnectReason::HandshakeTimeout,
+                    ..
+                },
+            ) if app.session.is_none() => {
+                // As an application would: the handshake gave up on a lossy path, try again.
+                connect(w);
+                Ok(())
+            }
             (0, Event::Stream { event, .. }) => match event {
                 StreamEvent::Writable => {
-                    app.out.writable_events += 1;
+                    app.out.borrow_mut().writable_events += 1;
                     w.with_machine(h, |m, t| app.pump(m, t)).unwrap_or(Ok(()))
                 }
                 StreamEvent::Acknowledged => {
-                    app.out.acknowledged_at.get_or_insert(now);
+                    app.out.borrow_mut().acknowledged_at.get_or_insert(now);
                     Ok(())
                 }
                 StreamEvent::Reset { origin, remote, .. } => {
-                    app.out.sender_reset.get_or_insert((*origin, *remote, now));
+                    app.out
+                        .borrow_mut()
+                        .sender_reset
+                        .get_or_insert((*origin, *remote, now));
                     Ok(())
                 }
                 _ => Ok(()),
@@ -271,11 +304,14 @@ pub fn transfer(p: TransferParams) -> (World<Node>, Rc<RefCell<TransferOutcome>>
                 },
             ) => match event {
                 StreamEvent::Opened { .. } | StreamEvent::Readable | StreamEvent::Finished => {
+                    if matches!(event, StreamEvent::Opened { .. }) {
+                        app.out.borrow_mut().opened_at.get_or_insert(now);
+                    }
                     let (s, id) = (*session, *stream);
                     let r = w
                         .with_machine(h, |m, t| app.drain(m, t, s, id))
                         .unwrap_or(Ok(()));
-                    if r.is_ok() && app.out.finished_at.is_some() {
+                    if r.is_ok() && app.out.borrow().finished_at.is_some() {
                         // Our direction carries nothing: finish it so the stream can close.
                         let _ = w.with_machine(h, |m, t| {
                             m.stream(s, id).and_then(|mut st| Ok(st.finish(t)?))
@@ -285,6 +321,7 @@ pub fn transfer(p: TransferParams) -> (World<Node>, Rc<RefCell<TransferOutcome>>
                 }
                 StreamEvent::Reset { origin, remote, .. } => {
                     app.out
+                        .borrow_mut()
                         .receiver_reset
                         .get_or_insert((*origin, *remote, now));
                     Ok(())
@@ -293,7 +330,6 @@ pub fn transfer(p: TransferParams) -> (World<Node>, Rc<RefCell<TransferOutcome>>
             },
             _ => Ok(()),
         };
-        *shared.borrow_mut() = app.out.clone();
         if let Err(e) = res {
             w.violation(e);
         }
