@@ -228,24 +228,27 @@ impl CongestionControl for Bbr {
         );
     }
 
-    fn on_ack(&mut self, now: Instant, packet: u64, bytes: u64, sent_at: Instant) {
+    fn on_ack(&mut self, now: Instant, packet: u64, bytes: u64, rtt: Option<Duration>) {
         self.delivered = self.delivered.saturating_add(bytes);
         self.delivered_time = now;
-        let rtt = duration_nanos(now.saturating_duration_since(sent_at));
         let expired = self
             .min_rtt
             .is_some_and(|(_, at)| now.saturating_duration_since(at) > MIN_RTT_WINDOW);
-        if self.min_rtt.is_none_or(|(m, _)| rtt <= m) || expired {
-            self.min_rtt = Some((rtt.max(1), now));
-            if expired && self.phase != Phase::ProbeRtt {
-                self.prior_phase = self.phase;
-                self.phase = Phase::ProbeRtt;
-                self.probe_rtt_done = Some(now + PROBE_RTT_TIME);
+        if let Some(rtt) = rtt.map(duration_nanos) {
+            if self.min_rtt.is_none_or(|(m, _)| rtt <= m) || expired {
+                self.min_rtt = Some((rtt.max(1), now));
+                if expired && self.phase != Phase::ProbeRtt {
+                    self.prior_phase = self.phase;
+                    self.phase = Phase::ProbeRtt;
+                    self.probe_rtt_done = Some(now + PROBE_RTT_TIME);
+                }
             }
         }
         if let Some(sent) = self.tracked.remove(&packet) {
             let interval = duration_nanos(now.saturating_duration_since(sent.delivered_time));
-            if interval > 0 {
+            // An ambiguous acknowledgement gives no rate sample either: it may come an
+            // instant after the retransmission it is credited to.
+            if interval > 0 && rtt.is_some() {
                 let bytes_in = self.delivered - sent.delivered;
                 let rate = (u128::from(bytes_in) * 1_000_000_000 / u128::from(interval)) as u64;
                 let slot = (self.round % BW_WINDOW_ROUNDS) as usize;
@@ -341,7 +344,7 @@ mod tests {
             if lost {
                 cc.on_loss(now, p, MSS);
             } else {
-                cc.on_ack(now, p, MSS, sent);
+                cc.on_ack(now, p, MSS, Some(now.saturating_duration_since(sent)));
                 delivered += MSS;
             }
         }
@@ -393,6 +396,32 @@ mod tests {
         let ceiling = 12_500_000 * 5 * 9 / 10;
         assert!(reno < ceiling / 10, "reno {reno} of {ceiling}");
         assert!(model > ceiling * 6 / 10, "model {model} of {ceiling}");
+    }
+
+    #[test]
+    fn an_ambiguous_acknowledgement_neither_shrinks_min_rtt_nor_sets_the_rate() {
+        let (mut cc, _) = run(12_500_000, Duration::from_millis(20), 3, 0);
+        let (rtt, bw, window) = (cc.min_rtt(), cc.bandwidth(), cc.window());
+        // A retransmission acknowledged 50 us after it left: its first transmission arrived.
+        let now = Instant::from_millis(3_100);
+        cc.on_sent(now, 1 << 40, MSS);
+        cc.on_ack(now + Duration::from_micros(50), 1 << 40, MSS, None);
+        assert_eq!(cc.min_rtt(), rtt);
+        assert_eq!(cc.bandwidth(), bw);
+        assert!(
+            cc.window() >= window * 9 / 10,
+            "{} vs {window}",
+            cc.window()
+        );
+        // The same acknowledgement taken at face value would have collapsed the window.
+        cc.on_sent(now, (1 << 40) + 1, MSS);
+        cc.on_ack(
+            now + Duration::from_micros(50),
+            (1 << 40) + 1,
+            MSS,
+            Some(Duration::from_micros(50)),
+        );
+        assert!(cc.window() < window / 10, "{} vs {window}", cc.window());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! loss episode reduces the window once.
 
 use core::fmt::Debug;
+use core::time::Duration;
 
 use crate::time::Instant;
 
@@ -18,8 +19,11 @@ pub trait CongestionControl: Debug + Send {
     /// A packet of `bytes` bytes numbered `packet` was sent at `now`.
     fn on_sent(&mut self, now: Instant, packet: u64, bytes: u64);
 
-    /// A packet sent at `sent_at` was acknowledged; `bytes` left flight.
-    fn on_ack(&mut self, now: Instant, packet: u64, bytes: u64, sent_at: Instant);
+    /// A packet was acknowledged; `bytes` left flight. `rtt` is how long it took, when the
+    /// sender can tell: `None` when the acknowledgement may belong to an earlier transmission
+    /// of the same data (a retransmission acknowledged sooner than the path's minimum RTT),
+    /// which would make the sample far too small.
+    fn on_ack(&mut self, now: Instant, packet: u64, bytes: u64, rtt: Option<Duration>);
 
     /// A packet was declared lost (by a gap NACK or a tail-loss probe); `bytes` left flight.
     fn on_loss(&mut self, now: Instant, packet: u64, bytes: u64);
@@ -82,7 +86,7 @@ impl CongestionControl for NewReno {
         self.largest_sent = self.largest_sent.max(packet);
     }
 
-    fn on_ack(&mut self, _now: Instant, packet: u64, bytes: u64, _sent_at: Instant) {
+    fn on_ack(&mut self, _now: Instant, packet: u64, bytes: u64, _rtt: Option<Duration>) {
         if let Some(until) = self.recovery_until {
             if packet <= until {
                 // Still acknowledging what was in flight when the loss happened: no growth.
@@ -134,7 +138,7 @@ mod tests {
             cc.on_sent(T, p, MSS);
         }
         for p in first..first + packets {
-            cc.on_ack(T, p, MSS, T);
+            cc.on_ack(T, p, MSS, None);
         }
         first + packets
     }
@@ -165,7 +169,7 @@ mod tests {
         cc.on_loss(T, next + 39, MSS);
         assert_eq!(cc.window(), 20 * MSS);
         // Acks of that flight do not grow it.
-        cc.on_ack(T, next + 10, MSS, T);
+        cc.on_ack(T, next + 10, MSS, None);
         assert_eq!(cc.window(), 20 * MSS);
         // New data: congestion avoidance, one MSS per window acknowledged.
         let after = ack_window(&mut cc, next + 40);
@@ -184,7 +188,7 @@ mod tests {
         // Slow start again up to ssthresh.
         for p in 100..120 {
             cc.on_sent(T, p, MSS);
-            cc.on_ack(T, p, MSS, T);
+            cc.on_ack(T, p, MSS, None);
         }
         assert!(cc.window() >= 10 * MSS);
     }

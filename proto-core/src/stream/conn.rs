@@ -561,16 +561,18 @@ impl Streams {
         // or everything sent before that retransmission would look lost.
         let floor = self.rtt.min_rtt().unwrap_or_else(|| self.rtt.rto() / 2);
         for (_, c) in &acked {
-            match self.sent.remove(&c.tx) {
-                Some(sent) => {
-                    self.in_flight = self.in_flight.saturating_sub(sent.bytes);
-                    self.cc
-                        .get_mut()
-                        .on_ack(now, c.tx, sent.bytes, sent.sent_at);
-                }
-                None => self.stats.spurious += 1,
+            let age = now.saturating_duration_since(c.sent_at);
+            let ambiguous = c.transmissions > 1 && age < floor;
+            let sent = self.sent.remove(&c.tx);
+            if ambiguous || sent.is_none() {
+                // Declared lost (or resent) needlessly: an earlier transmission arrived.
+                self.stats.spurious += 1;
             }
-            let ambiguous = c.transmissions > 1 && now.saturating_duration_since(c.sent_at) < floor;
+            if let Some(sent) = sent {
+                self.in_flight = self.in_flight.saturating_sub(sent.bytes);
+                let rtt = (!ambiguous).then_some(age);
+                self.cc.get_mut().on_ack(now, c.tx, sent.bytes, rtt);
+            }
             if !ambiguous && newest.is_none_or(|(tx, _, _)| c.tx > tx) {
                 newest = Some((c.tx, c.sent_at, c.transmissions > 1));
             }
