@@ -91,6 +91,27 @@ fn random_loss_1_10_and_30_percent_default_controller() {
     }
 }
 
+/// Virtual-time goodput (deterministic, so not a timing test): the default controller keeps
+/// most of the link under random loss. `cargo bench -p io-sim --bench streams` has the table.
+#[test]
+fn random_loss_does_not_collapse_the_default_controller() {
+    for (loss, seed, floor) in [(0.01, 14, 0.8), (0.10, 15, 0.6)] {
+        let mut l = link(10, loss);
+        l.queue_bytes = 250_000;
+        let p = TransferParams {
+            seed,
+            bytes: 8 << 20,
+            link: l,
+            ..TransferParams::default()
+        };
+        let o = run(p, 60_000);
+        assert_complete(&o, p.bytes, &format!("loss {loss}"));
+        let took = (o.finished_at.unwrap() - o.connected_at.unwrap()).as_secs_f64();
+        let fraction = p.bytes as f64 * 8.0 / took / (100e6 * (1.0 - loss));
+        assert!(fraction >= floor, "loss {loss}: {fraction:.3} of the ceiling");
+    }
+}
+
 #[test]
 fn random_loss_with_newreno() {
     for (loss, seed) in [(0.01, 21), (0.10, 22)] {
