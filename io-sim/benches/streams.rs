@@ -197,7 +197,7 @@ fn recovery_table(bytes: u64) {
             println!(
                 "| {name} | {burst_ms} ms | {lost} | {} | {} | {rt} |",
                 rtt(stall),
-                back.map_or("not within 40 s".into(), |k| rtt(RTT * k)),
+                back.map_or("not before the transfer ended".into(), |k| rtt(RTT * k)),
             );
         }
     }

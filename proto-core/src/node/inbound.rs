@@ -490,7 +490,7 @@ impl Node {
         else {
             return;
         };
-        let peer = est.peer.node_id();
+        let peer = est.peer_id;
         for f in Frames::new(plaintext).flatten() {
             match f {
                 Frame::Padding | Frame::Ping => {}

@@ -109,7 +109,8 @@ const MAX_COOKIES: u8 = 3;
 
 struct Established {
     prot: PacketProtection,
-    peer: PublicIdentity,
+    /// The peer's NodeId, computed once: it is a hash, and every datagram event carries it.
+    peer_id: NodeId,
     last_sent: Instant,
     last_recv: Instant,
     /// Initiator only: our confirmation (FINAL for XX, a PING for IK) is resent on the
@@ -267,7 +268,7 @@ impl Node {
         let e = self.entries.get(&session)?;
         let (peer, next_counter, key_generations, open_streams) = match &e.state {
             State::Established(est) => (
-                Some(est.peer.node_id()),
+                Some(est.peer_id),
                 est.prot.next_counter(),
                 est.prot.generations(),
                 est.streams.open_streams(),
@@ -757,7 +758,7 @@ impl Node {
         }
         let peer = match &e.state {
             State::Established(est) => {
-                let nid = est.peer.node_id();
+                let nid = est.peer_id;
                 if self.by_peer.get(&nid) == Some(&id) {
                     self.by_peer.remove(&nid);
                 }
@@ -849,7 +850,7 @@ impl Node {
         }
         e.state = State::Established(Box::new(Established {
             prot,
-            peer: done.peer,
+            peer_id: done.peer.node_id(),
             last_sent: now,
             last_recv: now,
             confirm,

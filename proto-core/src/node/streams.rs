@@ -44,7 +44,9 @@ impl Node {
         session: SessionId,
         stream: StreamId,
     ) -> Result<StreamHandle<'_>, Error> {
-        self.streams_mut(session)?.stats(stream)?;
+        if !self.streams_mut(session)?.contains(stream) {
+            return Err(StreamError::Unknown(stream).into());
+        }
         Ok(StreamHandle {
             node: self,
             session,

@@ -67,6 +67,8 @@ pub struct Bbr {
     pub forgotten: u64,
     /// (round, bytes per second) samples of the windowed maximum.
     bw_samples: [(u64, u64); BW_WINDOW_ROUNDS as usize],
+    /// Their maximum over the window (kept current: pacing asks for it on every packet).
+    bw: u64,
     round: u64,
     round_end_delivered: u64,
     min_rtt: Option<(u64, Instant)>,
@@ -92,6 +94,7 @@ impl Bbr {
             tracked: BTreeMap::new(),
             forgotten: 0,
             bw_samples: [(0, 0); BW_WINDOW_ROUNDS as usize],
+            bw: 0,
             round: 0,
             round_end_delivered: 0,
             min_rtt: None,
@@ -113,12 +116,19 @@ impl Bbr {
     /// The bottleneck bandwidth estimate, bytes per second.
     #[must_use]
     pub fn bandwidth(&self) -> u64 {
-        self.bw_samples
+        self.bw
+    }
+
+    /// Recomputes the windowed maximum (after a new sample or a new round).
+    fn update_bandwidth(&mut self) {
+        let round = self.round;
+        self.bw = self
+            .bw_samples
             .iter()
-            .filter(|(r, _)| self.round.saturating_sub(*r) < BW_WINDOW_ROUNDS)
+            .filter(|(r, _)| round.saturating_sub(*r) < BW_WINDOW_ROUNDS)
             .map(|(_, bw)| *bw)
             .max()
-            .unwrap_or(0)
+            .unwrap_or(0);
     }
 
     /// The minimum RTT estimate.
@@ -170,6 +180,7 @@ impl Bbr {
 
     fn on_round_end(&mut self, now: Instant) {
         self.round += 1;
+        self.update_bandwidth();
         if self.phase == Phase::Drain {
             // At most one round trip of draining.
             self.enter_probe_bw(now);
@@ -257,6 +268,7 @@ impl CongestionControl for Bbr {
                         *s = (self.round, rate);
                     }
                 }
+                self.update_bandwidth();
             }
             if sent.delivered >= self.round_end_delivered {
                 self.round_end_delivered = self.delivered;

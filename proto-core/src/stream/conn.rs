@@ -42,7 +42,7 @@ use crate::wire::stream::{
 /// Chunks acknowledged later in send order before an earlier one counts as lost.
 const REORDER_THRESHOLD: u64 = 3;
 /// Reliable chunks received before an acknowledgement is sent without waiting.
-const ACK_EVERY: u32 = 2;
+const ACK_EVERY: u32 = 4;
 /// RESET transmissions before giving up on telling the peer. They are spaced by the RTO,
 /// doubling up to the RTO ceiling, so 64 tries outlast any partition the session survives
 /// (the default idle timeout is 35 s); the peer talking about the stream later starts them
@@ -407,6 +407,10 @@ impl Streams {
             pacing_rate: self.pacing_rate(),
             ..self.stats
         }
+    }
+
+    pub(crate) fn contains(&self, id: StreamId) -> bool {
+        self.streams.contains_key(&id.0)
     }
 
     pub(crate) fn open_streams(&self) -> usize {
@@ -942,10 +946,16 @@ impl Streams {
         let Some(rate) = self.pacing_rate() else {
             return i64::MAX;
         };
-        let dt = u128::from(duration_nanos(
-            now.saturating_duration_since(self.tokens_at),
-        ));
-        let add = i64::try_from(dt * u128::from(rate) / 1_000_000_000).unwrap_or(i64::MAX);
+        let dt = duration_nanos(now.saturating_duration_since(self.tokens_at));
+        // 64-bit arithmetic in the common case (this runs for every packet); 128-bit only
+        // when the product would overflow (a long idle time at a high rate).
+        let earned = match dt.checked_mul(rate) {
+            Some(p) => p / 1_000_000_000,
+            None => {
+                u64::try_from(u128::from(dt) * u128::from(rate) / 1_000_000_000).unwrap_or(u64::MAX)
+            }
+        };
+        let add = i64::try_from(earned).unwrap_or(i64::MAX);
         self.tokens.saturating_add(add).min(self.burst(rate))
     }
 
@@ -985,13 +995,18 @@ impl Streams {
             .filter(|d| *d > now)
             .min();
         let closing = self.closing.first().map(|(at, _)| *at);
-        let pacing = if self.data_ready() && self.tokens_at(now) <= 0 {
+        let have = self.tokens_at(now);
+        let pacing = if self.data_ready() && have <= 0 {
             self.pacing_rate().map(|rate| {
-                let missing = u64::try_from(1 - self.tokens).unwrap_or(0);
-                let ns = u128::from(missing) * 1_000_000_000 / u128::from(rate.max(1));
-                self.tokens_at
-                    .saturating_add(Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX)))
-                    .max(now + Duration::from_nanos(1))
+                // From what `now` has, when the first byte of credit is earned (rounded up,
+                // so time moves on by at least a byte's worth each time: no wake-up storm).
+                let rate = rate.max(1);
+                let missing = u64::try_from(1i64.saturating_sub(have)).unwrap_or(u64::MAX);
+                let ns = missing
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(rate - 1)
+                    / rate;
+                now.saturating_add(Duration::from_nanos(ns.max(1)))
             })
         } else {
             None

@@ -61,6 +61,17 @@ impl Reassembly {
         Arrival::Accepted
     }
 
+    /// The common case of an in-order stream: `seq` is the next expected chunk and nothing
+    /// waits behind a gap, so it is delivered at once without being stored. Returns whether
+    /// that applied (otherwise use [`Reassembly::insert`]).
+    pub fn take_in_order(&mut self, seq: u64) -> bool {
+        if seq != self.next || !self.buffered.is_empty() {
+            return false;
+        }
+        self.next += 1;
+        true
+    }
+
     /// The next chunk in order, if it has arrived.
     pub fn pop_in_order(&mut self) -> Option<Vec<u8>> {
         let data = self.buffered.remove(&self.next)?;
@@ -265,6 +276,20 @@ impl RecvHalf {
         if seq >= self.limit() {
             // Beyond the credit we granted: drop and let the sender retransmit.
             self.dropped += 1;
+            return r;
+        }
+        if self.mode == Mode::Ordered && self.reasm.take_in_order(seq) {
+            // In order with nothing waiting: straight to the read queue.
+            r.accepted = true;
+            if !data.is_empty() {
+                self.queue.push_back(data.to_vec());
+            }
+            if fin {
+                self.fin_seq = Some(seq);
+                self.fin_reached = true;
+                r.finished = true;
+            }
+            r.readable = was_empty && (!self.queue.is_empty() || r.finished);
             return r;
         }
         let stored: &[u8] = if self.mode == Mode::Ordered {

@@ -123,7 +123,7 @@ impl SendHalf {
             self.blocked = true;
             self.backpressure_events += 1;
         }
-        self.bytes.extend(data.iter().take(n));
+        self.bytes.extend(data.get(..n).unwrap_or_default());
         self.buffered += n;
         self.bytes_written += n as u64;
         Ok(n)
@@ -249,7 +249,13 @@ impl SendHalf {
                 if n == 0 && !self.bytes.is_empty() {
                     return None;
                 }
-                self.bytes.iter().take(n).copied().collect()
+                // The buffer is a ring: copy its (at most two) contiguous runs.
+                let (front, back) = self.bytes.as_slices();
+                let from_front = front.len().min(n);
+                let mut data = Vec::with_capacity(n);
+                data.extend_from_slice(front.get(..from_front).unwrap_or_default());
+                data.extend_from_slice(back.get(..n - from_front).unwrap_or_default());
+                data
             }
             _ => match self.messages.front() {
                 Some(m) if m.len() > room => return None,
