@@ -20,6 +20,8 @@ pub mod recv;
 pub mod rtt;
 pub mod sched;
 pub mod send;
+#[cfg(test)]
+mod tests;
 
 use core::fmt;
 use core::time::Duration;
