@@ -106,6 +106,11 @@ impl Machine for Node {
             proto_core::Event::Disconnected {
                 session, reason, ..
             } => format!("disconnected {session} {reason}"),
+            proto_core::Event::Stream {
+                session,
+                stream,
+                event,
+            } => format!("stream {session} {} {event:?}", stream.0),
             _ => "other".to_string(),
         }
     }

@@ -18,7 +18,7 @@ use crate::{HostId, HostSetup, World};
 /// Parameters shared by the scenarios.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params {
-    /// Scenario name (`mesh` or `echo`).
+    /// Scenario name (`mesh`, `echo` or `transfer`).
     pub scenario: String,
     /// World seed.
     pub seed: u64,
@@ -30,7 +30,8 @@ pub struct Params {
     pub link: LinkConfig,
     /// Faults on schedule.
     pub faults: Vec<ScheduledFault>,
-    /// Datagrams each host sends to each peer (mesh) or to the echo server (echo).
+    /// Datagrams each host sends to each peer (mesh) or to the echo server (echo); KiB moved
+    /// over one stream (transfer).
     pub messages: usize,
 }
 
@@ -337,5 +338,40 @@ pub fn echo(p: &Params) -> World<Echo> {
     for f in &p.faults {
         w.schedule(f.clone());
     }
+    w
+}
+
+/// `transfer`: host 0 moves `messages` KiB to host 1 over one reliable ordered stream (the
+/// [`crate::transfer`] workload, every byte checked as it is read), under the scenario's links
+/// and faults. Needs exactly two nodes. At the end of the run the transfer must have finished,
+/// or failed with both ends told (a reset on each side, the receiver's only if it ever heard
+/// of the stream); anything else (a stall) is a violation.
+pub fn transfer(p: &Params) -> World<Node> {
+    let params = crate::transfer::TransferParams {
+        seed: p.seed,
+        bytes: (p.messages as u64).saturating_mul(1024),
+        link: p.link,
+        ..crate::transfer::TransferParams::default()
+    };
+    let (mut w, out) = crate::transfer::transfer(params);
+    for f in &p.faults {
+        w.schedule(f.clone());
+    }
+    let bytes = params.bytes;
+    let end = (Instant::ZERO + p.duration).saturating_sub(Duration::from_nanos(1));
+    w.at(end, move |w| {
+        let o = out.borrow();
+        let done = o.received == bytes && o.finished_at.is_some() && o.acknowledged_at.is_some();
+        let told = o.sender_reset.is_some()
+            && (o.receiver_reset.is_some() || o.opened_at.is_none());
+        if !done && !told {
+            let message = format!(
+                "transfer neither finished nor failed: {} of {bytes} bytes read, sender reset {:?}, receiver reset {:?}",
+                o.received, o.sender_reset, o.receiver_reset
+            );
+            drop(o);
+            w.violation(message);
+        }
+    });
     w
 }

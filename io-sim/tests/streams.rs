@@ -631,6 +631,40 @@ fn pacing_at_a_very_low_rate_never_spins() {
     assert!(w.stats().timers < 20_000, "{:?}", w.stats());
 }
 
+/// The `transfer` scenario of `net-sim`: a partitioned, lossy run finishes and replays to the
+/// same trace hash; a run too short for its transfer is a violation, not a silent pass.
+#[test]
+fn the_net_sim_transfer_scenario_checks_its_outcome_and_replays() {
+    use io_sim::scenarios::{self, Params};
+    let p = Params {
+        scenario: "transfer".into(),
+        seed: 5,
+        nodes: 2,
+        duration: Duration::from_secs(20),
+        link: link(10, 0.05),
+        faults: io_sim::parse_schedule("1000ms=partition:0|1;2500ms=heal").unwrap(),
+        messages: 2048,
+    };
+    let run = |p: &Params| {
+        let mut w = scenarios::transfer(p);
+        let r = w.run_until(Instant::ZERO + p.duration);
+        (r.map_err(|f| f.message), w.trace().hash_hex())
+    };
+    let (first, hash) = run(&p);
+    assert_eq!(first, Ok(()));
+    assert_eq!(run(&p).1, hash, "same seed, same trace");
+    let short = Params {
+        duration: Duration::from_millis(300),
+        ..p.clone()
+    };
+    let (r, _) = run(&short);
+    assert!(
+        r.as_ref()
+            .is_err_and(|m| m.contains("neither finished nor failed")),
+        "{r:?}"
+    );
+}
+
 /// Replays one seed of the sweep and prints what both ends saw:
 /// `SEED=n cargo test -p io-sim --test streams replay_sweep_seed -- --ignored --nocapture`.
 #[test]

@@ -2,7 +2,7 @@
 //! shrink failures.
 //!
 //! ```text
-//! net-sim run   [--scenario mesh|echo] [--seed N] [--nodes N] [--duration-ms MS] [--messages N]
+//! net-sim run   [--scenario mesh|echo|transfer] [--seed N] [--nodes N] [--duration-ms MS] [--messages N]
 //!               [--latency-ms MS | --latency-us US] [--jitter-ms MS | --jitter-us US] [--loss P]
 //!               [--dup P] [--reorder P] [--reorder-delay-us US] [--corrupt P]
 //!               [--bandwidth-bps BPS] [--queue-bytes N] [--mtu N] [--burst G2B,B2G,LG,LB]
@@ -29,7 +29,7 @@ struct Options {
 }
 
 fn usage() -> String {
-    "usage: net-sim run|sweep|list [--scenario mesh|echo] [--seed N] [--seeds A..B (sweep)] \
+    "usage: net-sim run|sweep|list [--scenario mesh|echo|transfer] [--seed N] [--seeds A..B (sweep)] \
      [--nodes N] [--duration-ms MS] [--messages N] [--latency-ms MS|--latency-us US] \
      [--jitter-ms MS|--jitter-us US] [--loss P] [--dup P] [--reorder P] [--reorder-delay-us US] \
      [--corrupt P] [--bandwidth-bps BPS] [--queue-bytes N] [--mtu N] [--burst G2B,B2G,LG,LB] \
@@ -58,6 +58,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         shrink: false,
     };
     let mut reorder_delay = None;
+    let mut nodes_given = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         if flag == "--shrink" {
@@ -77,7 +78,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .ok_or_else(|| format!("--seeds takes A..B, got {v}"))?;
                 o.seeds = Some((num(a)?, num(b)?));
             }
-            "--nodes" => p.nodes = num(v)?,
+            "--nodes" => {
+                p.nodes = num(v)?;
+                nodes_given = true;
+            }
             "--duration-ms" => p.duration = Duration::from_millis(num(v)?),
             "--messages" => p.messages = num(v)?,
             "--latency-ms" => p.link.latency = Duration::from_millis(num(v)?),
@@ -120,6 +124,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
     };
     if o.params.nodes < 2 {
         return Err("--nodes must be at least 2".into());
+    }
+    if o.params.scenario == "transfer" && !nodes_given {
+        o.params.nodes = 2;
+    }
+    if o.params.scenario == "transfer" && o.params.nodes != 2 {
+        return Err("--scenario transfer runs exactly 2 nodes (--nodes 2)".into());
     }
     if o.params.messages > 1_000_000 {
         return Err("--messages is at most 1000000".into());
@@ -182,6 +192,7 @@ fn run_once(p: &Params, trace: Option<&str>, stop_at: Option<u64>) -> Result<Out
     match p.scenario.as_str() {
         "mesh" => drive(scenarios::mesh(p), p, trace, stop_at),
         "echo" => drive(scenarios::echo(p), p, trace, stop_at),
+        "transfer" => drive(scenarios::transfer(p), p, trace, stop_at),
         other => Err(format!("unknown scenario {other} (try: net-sim list)")),
     }
 }
@@ -308,6 +319,10 @@ fn main() -> ExitCode {
             "mesh  every node connects to every other and exchanges datagrams (proto-core Node)"
         );
         println!("echo  clients send datagrams to an echo server (trivial machines, raw speed)");
+        println!(
+            "transfer  host 0 sends --messages KiB to host 1 over one stream, every byte checked \
+             (2 nodes; the run fails if the transfer neither finishes nor fails with both ends told)"
+        );
         return ExitCode::SUCCESS;
     }
     let o = match parse(rest) {
