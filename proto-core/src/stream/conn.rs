@@ -1133,10 +1133,12 @@ impl Streams {
         let ids: Vec<u32> = self.acks.iter().copied().collect();
         for id in ids {
             let (cum, limit, ranges) = match (self.streams.get(&id), self.tombstones.get(&id)) {
+                // One range more than an ACK carries, so that a receiver with more says so
+                // (the truncated bit) instead of claiming to have listed everything.
                 (Some(s), _) => (
                     s.recv.cumulative(),
                     s.recv.limit(),
-                    s.recv.ranges(MAX_RANGES),
+                    s.recv.ranges(MAX_RANGES + 1),
                 ),
                 (None, Some(Tomb::Closed(end))) => (*end, *end, Vec::new()),
                 _ => {
@@ -1145,7 +1147,7 @@ impl Streams {
                 }
             };
             let dst = out.get_mut(*pos..).unwrap_or(&mut []);
-            let Some(n) = sw::write_ack(dst, id, cum, limit, &ranges) else {
+            let Some(n) = sw::write_ack(dst, id, cum, limit, &ranges, false) else {
                 return false;
             };
             *pos += n;

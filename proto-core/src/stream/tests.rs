@@ -344,3 +344,37 @@ fn an_application_reset_reaches_the_peer_with_its_code() {
     p.run(5);
     assert!(!p.a.wants_send(p.now));
 }
+
+#[test]
+fn an_ack_with_more_ranges_than_it_carries_says_it_is_truncated() {
+    let mut p = Pair::new(cfg());
+    // Every other chunk of a peer stream arrives: 100 separate ranges above the cumulative
+    // point, more than the 64 one ACK carries.
+    for seq in (1..200).step_by(2) {
+        let mut buf = [0u8; 64];
+        let n = sw::write_stream(
+            &mut buf,
+            &StreamFrame {
+                stream: 0,
+                seq,
+                mode: Mode::Ordered,
+                fin: false,
+                data: b"x",
+            },
+        )
+        .expect("fits");
+        for f in Frames::new(&buf[..n]) {
+            p.b.on_frame(p.now, &f.expect("decodes"));
+        }
+        p.b.end_packet(p.now);
+    }
+    let mut out = vec![0u8; ROOM];
+    let n = p.b.write_frames(p.now, &mut out);
+    let ack = Frames::new(&out[..n])
+        .find_map(|f| match f {
+            Ok(Frame::Ack(a)) => Some((a.ranges.len(), a.truncated)),
+            _ => None,
+        })
+        .expect("an ACK");
+    assert_eq!(ack, (sw::MAX_RANGES, true));
+}

@@ -154,14 +154,7 @@ pub fn write(out: &mut [u8], frame: &Frame<'_>) -> Option<usize> {
         Frame::Stream(f) => super::stream::write_stream(out, &f),
         Frame::Ack(a) => {
             let ranges: alloc::vec::Vec<(u64, u64)> = a.ranges.iter().collect();
-            let n = super::stream::write_ack(out, a.stream, a.cumulative, a.limit, &ranges)?;
-            if a.truncated {
-                // Re-encoding a decoded truncated ACK keeps its flag.
-                if let Some(c) = out.get_mut(super::stream::ACK_BASE_LEN - 1) {
-                    *c |= 0x80;
-                }
-            }
-            Some(n)
+            super::stream::write_ack(out, a.stream, a.cumulative, a.limit, &ranges, a.truncated)
         }
         Frame::Nack(n) => {
             let gaps: alloc::vec::Vec<(u64, u64)> = n.gaps.iter().collect();

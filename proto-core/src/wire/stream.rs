@@ -387,6 +387,7 @@ fn put_ranges(
     ranges: &[(u64, u64)],
     room: usize,
     flag: u8,
+    incomplete: bool,
 ) -> Option<()> {
     let fit = (room / RANGE_LEN).min(MAX_RANGES);
     let usable: usize = ranges
@@ -400,7 +401,11 @@ fn put_ranges(
         })
         .count();
     let count = u8::try_from(usable).ok()?;
-    let flag = if usable < ranges.len() { flag } else { 0 };
+    let flag = if incomplete || usable < ranges.len() {
+        flag
+    } else {
+        0
+    };
     w.put(&[count | flag])?;
     for &(s, e) in ranges.iter().take(usable) {
         let off = u32::try_from(s - base).ok()?;
@@ -411,15 +416,16 @@ fn put_ranges(
     Some(())
 }
 
-/// Writes an ACK; the ranges that fit are included and the count byte's high bit marks the
-/// list as truncated if some did not.
-/// `None` if not even the base fits.
+/// Writes an ACK; the ranges that fit (at most [`MAX_RANGES`]) are included, and the count
+/// byte's high bit marks the list as truncated if some did not or if `incomplete` says
+/// `ranges` itself leaves some out. `None` if not even the base fits.
 pub fn write_ack(
     out: &mut [u8],
     stream: u32,
     cumulative: u64,
     limit: u64,
     ranges: &[(u64, u64)],
+    incomplete: bool,
 ) -> Option<usize> {
     let room = out.len().checked_sub(ACK_BASE_LEN)?;
     let mut w = Writer { out, pos: 0 };
@@ -427,7 +433,7 @@ pub fn write_ack(
     w.put(&stream.to_le_bytes())?;
     w.put(&cumulative.to_le_bytes())?;
     w.put(&limit.to_le_bytes())?;
-    put_ranges(&mut w, cumulative, ranges, room, ACK_TRUNCATED)?;
+    put_ranges(&mut w, cumulative, ranges, room, ACK_TRUNCATED, incomplete)?;
     Some(w.pos)
 }
 
@@ -442,7 +448,7 @@ pub fn write_nack(out: &mut [u8], stream: u32, gaps: &[(u64, u64)]) -> Option<us
     w.put(&[ty::NACK])?;
     w.put(&stream.to_le_bytes())?;
     w.put(&base.to_le_bytes())?;
-    put_ranges(&mut w, base, gaps, room, 0)?;
+    put_ranges(&mut w, base, gaps, room, 0, false)?;
     Some(w.pos)
 }
 
@@ -492,7 +498,7 @@ mod tests {
     #[test]
     fn ack_nack_reset_bytes_are_pinned() {
         let mut buf = [0u8; 128];
-        let n = write_ack(&mut buf, 7, 10, 50, &[(12, 14), (20, 21)]).unwrap();
+        let n = write_ack(&mut buf, 7, 10, 50, &[(12, 14), (20, 21)], false).unwrap();
         assert_eq!(
             &buf[..n],
             &[
@@ -579,14 +585,14 @@ mod tests {
     #[test]
     fn writers_fit_what_they_can() {
         let mut small = [0u8; ACK_BASE_LEN + RANGE_LEN];
-        let n = write_ack(&mut small, 1, 0, 8, &[(1, 2), (3, 4), (5, 6)]).unwrap();
+        let n = write_ack(&mut small, 1, 0, 8, &[(1, 2), (3, 4), (5, 6)], false).unwrap();
         assert_eq!(n, ACK_BASE_LEN + RANGE_LEN, "one range fits");
         assert_eq!(small[21], 0x81, "one range, truncated");
         let Some(Ok(Frame::Ack(a))) = Frames::new(&small).next() else {
             panic!("ack did not decode");
         };
         assert!(a.truncated);
-        assert_eq!(write_ack(&mut [0u8; 21], 1, 0, 8, &[]), None);
+        assert_eq!(write_ack(&mut [0u8; 21], 1, 0, 8, &[], false), None);
         assert_eq!(write_nack(&mut [0u8; 64], 1, &[]), None);
         assert_eq!(write_nack(&mut [0u8; NACK_BASE_LEN], 1, &[(1, 2)]), None);
         let big = vec![0u8; 70_000];
