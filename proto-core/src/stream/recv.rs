@@ -279,35 +279,28 @@ impl RecvHalf {
             return r;
         }
         if self.mode == Mode::Ordered && self.reasm.take_in_order(seq) {
-            // In order with nothing waiting: straight to the read queue.
-            r.accepted = true;
+            // In order with nothing waiting: straight to the read queue, not via reassembly.
             if !data.is_empty() {
                 self.queue.push_back(data.to_vec());
             }
-            if fin {
-                self.fin_seq = Some(seq);
-                self.fin_reached = true;
-                r.finished = true;
-            }
-            r.readable = was_empty && (!self.queue.is_empty() || r.finished);
-            return r;
-        }
-        let stored: &[u8] = if self.mode == Mode::Ordered {
-            data
         } else {
-            &[]
-        };
-        match self.reasm.insert(seq, stored) {
-            Arrival::Duplicate => {
-                self.duplicates += 1;
-                r.duplicate = true;
-                return r;
+            let stored: &[u8] = if self.mode == Mode::Ordered {
+                data
+            } else {
+                &[]
+            };
+            match self.reasm.insert(seq, stored) {
+                Arrival::Duplicate => {
+                    self.duplicates += 1;
+                    r.duplicate = true;
+                    return r;
+                }
+                Arrival::BeyondWindow => {
+                    self.dropped += 1;
+                    return r;
+                }
+                Arrival::Accepted => {}
             }
-            Arrival::BeyondWindow => {
-                self.dropped += 1;
-                return r;
-            }
-            Arrival::Accepted => {}
         }
         r.accepted = true;
         if fin {
