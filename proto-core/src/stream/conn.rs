@@ -80,9 +80,8 @@ enum Tomb {
     /// is still acknowledged.
     Closed(u64),
     /// It was reset. With a frame: we reset it and the peer has not acknowledged that yet,
-    /// so if the peer still talks about it the RESET is repeated (at most once per RTO,
-    /// `last` being when it was last repeated this way).
-    Reset(Option<(ResetFrame, Option<Instant>)>),
+    /// so if the peer still talks about it after our retries ran out, they start over.
+    Reset(Option<ResetFrame>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -488,8 +487,14 @@ impl Streams {
         }
         let limit_before = s.recv.limit();
         let r = s.recv.on_chunk(f.seq, f.fin, f.data);
-        let gap = s.recv.has_gap();
-        if s.mode.is_reliable() {
+        if r.readable {
+            self.events.push_back((StreamId(id), StreamEvent::Readable));
+        }
+        if r.finished && !s.finished_told {
+            s.finished_told = true;
+            self.events.push_back((StreamId(id), StreamEvent::Finished));
+        }
+        if f.mode.is_reliable() {
             if f.seq >= limit_before {
                 self.stats.violations += 1;
             }
@@ -500,20 +505,12 @@ impl Streams {
             if r.duplicate || r.out_of_order || r.finished {
                 self.ack_now = true;
             }
-        }
-        if r.readable {
-            self.events.push_back((StreamId(id), StreamEvent::Readable));
-        }
-        if r.finished && !s.finished_told {
-            s.finished_told = true;
-            self.events.push_back((StreamId(id), StreamEvent::Finished));
-        }
-        if f.mode.is_reliable() {
             if r.accepted {
                 // The path delivers: NACKs go back to one per RTO.
                 self.nack_backoff = 0;
             }
-            if gap && self.nack_at.is_none() {
+            // `out_of_order`: a gap stands behind this chunk.
+            if r.out_of_order && self.nack_at.is_none() {
                 self.nack_at = Some(now.saturating_add(self.nack_interval()));
             }
         }
@@ -582,7 +579,9 @@ impl Streams {
             }
         }
         if !acked.is_empty() {
+            // The path delivers: the probe's allowance beyond the window is spent or moot.
             self.pto_count = 0;
+            self.probe_budget = 0;
             self.rtt.on_progress();
         }
         if let Some((tx, sent_at, retransmitted)) = newest {
@@ -679,10 +678,7 @@ impl Streams {
     /// How long a standing gap waits before (another) NACK: the RTO, doubled for each NACK
     /// round since a chunk last arrived, at most the RTO ceiling.
     fn nack_interval(&self) -> Duration {
-        let rto = self.rtt.rto();
-        rto.saturating_mul(1 << self.nack_backoff)
-            .min(super::rtt::MAX_RTO)
-            .max(rto)
+        self.rtt.rto_backed_off(self.nack_backoff)
     }
 
     /// The peer still talks about `stream`, which we reset: our RESET was probably lost, so
@@ -696,15 +692,12 @@ impl Streams {
             }
             return;
         }
-        let Some(Tomb::Reset(Some((frame, last)))) = self.tombstones.get_mut(&stream) else {
-            return;
-        };
-        if last.is_some_and(|t| now < t.saturating_add(rto)) {
-            return;
+        // Not pending any more: its retries ran out. Queued again, it is pending (and so rate
+        // limited above) for as long as the retries last.
+        if let Some(Tomb::Reset(Some(frame))) = self.tombstones.get(&stream) {
+            let frame = *frame;
+            self.queue_reset(now, stream, frame.origin, frame.code);
         }
-        *last = Some(now);
-        let frame = *frame;
-        self.queue_reset(now, stream, frame.origin, frame.code);
     }
 
     fn loss_delay(&self) -> Duration {
@@ -857,11 +850,7 @@ impl Streams {
                 sent_at: None,
             },
         );
-        let last = match self.tombstones.get(&id) {
-            Some(Tomb::Reset(Some((_, last)))) => *last,
-            _ => None,
-        };
-        self.tombstone(id, Tomb::Reset(Some((frame, last))));
+        self.tombstone(id, Tomb::Reset(Some(frame)));
     }
 
     /// Removes a stream and everything it had in flight; `end` is its receive cumulative
@@ -1084,7 +1073,7 @@ impl Streams {
                 None => return pos,
             }
         }
-        let rto = self.rtt.rto();
+        let rtt = self.rtt;
         for r in self.resets.values_mut() {
             if r.due > now {
                 continue;
@@ -1094,11 +1083,7 @@ impl Streams {
                     pos += n;
                     r.tries += 1;
                     r.sent_at = Some(now);
-                    let wait = rto
-                        .saturating_mul(1 << r.tries.min(8))
-                        .min(super::rtt::MAX_RTO)
-                        .max(rto);
-                    r.due = now.saturating_add(wait);
+                    r.due = now.saturating_add(rtt.rto_backed_off(r.tries));
                     self.stats.resets_sent += 1;
                 }
                 None => return pos,

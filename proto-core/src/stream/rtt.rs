@@ -97,6 +97,16 @@ impl RttEstimator {
         Duration::from_nanos(backed.clamp(duration_nanos(MIN_RTO), duration_nanos(MAX_RTO)))
     }
 
+    /// The RTO doubled `doublings` more times, at most the ceiling (and never below the RTO):
+    /// the spacing of things repeated while nothing answers (NACKs, RESETs).
+    #[must_use]
+    pub fn rto_backed_off(&self, doublings: u32) -> Duration {
+        let rto = self.rto();
+        rto.saturating_mul(1 << doublings.min(16))
+            .min(MAX_RTO)
+            .max(rto)
+    }
+
     /// The smoothed RTT, if any sample arrived.
     #[must_use]
     pub fn srtt(&self) -> Option<Duration> {
