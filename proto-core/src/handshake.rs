@@ -238,13 +238,13 @@ impl Handshake {
             .state
             .read_message(noise, &mut payload)
             .map_err(|_| HandshakeError::Noise)?;
-        if n != RESPONSE_PAYLOAD_LEN {
-            return Err(HandshakeError::Binding);
-        }
-        let (binding, index) = payload.split_at(BINDING_LEN);
-        let mut index_bytes = [0u8; 4];
-        index_bytes.copy_from_slice(index.get(..4).unwrap_or(&[0; 4]));
-        let peer_index = u32::from_le_bytes(index_bytes);
+        // The binding, then the responder's session index (exactly; anything else is refused).
+        let (binding, index) = payload
+            .get(..n)
+            .filter(|p| p.len() == RESPONSE_PAYLOAD_LEN)
+            .and_then(|p| p.split_last_chunk::<4>())
+            .ok_or(HandshakeError::Binding)?;
+        let peer_index = u32::from_le_bytes(*index);
         let binding = Binding::decode(binding)?;
         let rs = remote_static(&self.state)?;
         let vouched = self.expected == Some(binding.identity) && self.given_static == Some(rs);
