@@ -361,10 +361,7 @@ pub fn transfer(p: &Params) -> World<Node> {
     let end = (Instant::ZERO + p.duration).saturating_sub(Duration::from_nanos(1));
     w.at(end, move |w| {
         let o = out.borrow();
-        let done = o.received == bytes && o.finished_at.is_some() && o.acknowledged_at.is_some();
-        let told = o.sender_reset.is_some()
-            && (o.receiver_reset.is_some() || o.opened_at.is_none());
-        if !done && !told {
+        if !o.complete(bytes) && !o.failed_and_told() {
             let message = format!(
                 "transfer neither finished nor failed: {} of {bytes} bytes read, sender reset {:?}, receiver reset {:?}",
                 o.received, o.sender_reset, o.receiver_reset

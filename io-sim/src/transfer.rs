@@ -89,6 +89,14 @@ impl TransferOutcome {
     pub fn complete(&self, bytes: u64) -> bool {
         self.received == bytes && self.finished_at.is_some() && self.acknowledged_at.is_some()
     }
+
+    /// Whether the stream failed with both ends told: the sender saw a reset, and so did the
+    /// receiver if it ever heard of the stream (a RESET for a stream whose every chunk was
+    /// lost is remembered, not shown).
+    #[must_use]
+    pub fn failed_and_told(&self) -> bool {
+        self.sender_reset.is_some() && (self.receiver_reset.is_some() || self.opened_at.is_none())
+    }
 }
 
 struct App {
