@@ -18,11 +18,13 @@
 //! in rotating order, and the report gives each variant's median time and the median of its
 //! per-round ratio to raw snow, plus the cost of the primitives the handshakes are made of.
 
+mod common;
+
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant};
 
+use common::{median, providers};
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use proto_core::crypto::SharedProvider;
 use proto_core::{Config, Event, Identity, Instant, Node, PeerSpec, Seed};
@@ -36,14 +38,6 @@ fn a_addr() -> SocketAddr {
 }
 fn b_addr() -> SocketAddr {
     SocketAddr::from(([10, 0, 0, 2], 2))
-}
-
-fn providers() -> Vec<SharedProvider> {
-    #[allow(unused_mut)]
-    let mut v: Vec<SharedProvider> = vec![Arc::new(proto_core::crypto::RustCrypto)];
-    #[cfg(feature = "aws-lc")]
-    v.push(Arc::new(proto_core::crypto::AwsLc));
-    v
 }
 
 /// Default config apart from the provider and the binding cache (`None`: the default size).
@@ -244,12 +238,6 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
-}
-
-/// Median of `v` (sorted in place).
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Microseconds per call of `f`, over `n` calls.

@@ -12,10 +12,12 @@
 //! variant runs a short batch in each round, in rotating order; the report gives each variant's
 //! median throughput and the median of its per-round ratio to the fastest bare AEAD.
 
+mod common;
+
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant};
 
+use common::{median, providers};
 use criterion::{criterion_group, Criterion, Throughput};
 use proto_core::crypto::SharedProvider;
 use proto_core::session::{PacketProtection, RekeyPolicy};
@@ -23,14 +25,6 @@ use proto_core::wire::{self, Packet, DATA_HEADER_LEN};
 use proto_core::Instant;
 
 const LEN: usize = 1200;
-
-fn providers() -> Vec<SharedProvider> {
-    #[allow(unused_mut)]
-    let mut v: Vec<SharedProvider> = vec![Arc::new(proto_core::crypto::RustCrypto)];
-    #[cfg(feature = "aws-lc")]
-    v.push(Arc::new(proto_core::crypto::AwsLc));
-    v
-}
 
 fn nonce(n: u64) -> [u8; 12] {
     let mut b = [0u8; 12];
@@ -233,12 +227,6 @@ fn bench(c: &mut Criterion) {
         g.bench_function(name, |b| b.iter(&mut op));
     }
     g.finish();
-}
-
-/// Median of `v` (sorted in place).
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// The paired report (see the module docs).

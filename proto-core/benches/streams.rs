@@ -26,12 +26,14 @@
 //! throughput per provider: one criterion line against another drifts by 5–10% on these
 //! machines, the paired ratios much less.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant as WallInstant;
 
+use common::{median, providers};
 use criterion::{criterion_group, Criterion, Throughput};
 use proto_core::crypto::SharedProvider;
 use proto_core::{
@@ -43,18 +45,6 @@ use proto_core::{
 const BATCH: u64 = 4 << 20;
 /// DATA plaintext of a full packet at the default `max_packet_size` (1400 − 32).
 const PLAINTEXT: usize = 1368;
-
-/// The providers built in, or only the one `STREAM_CPU_PROVIDER` names.
-fn providers() -> Vec<SharedProvider> {
-    #[allow(unused_mut)]
-    let mut v: Vec<SharedProvider> = vec![Arc::new(proto_core::crypto::RustCrypto)];
-    #[cfg(feature = "aws-lc")]
-    v.push(Arc::new(proto_core::crypto::AwsLc));
-    if let Ok(only) = std::env::var("STREAM_CPU_PROVIDER") {
-        v.retain(|p| p.name() == only);
-    }
-    v
-}
 
 fn addr(i: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i], 4000))
@@ -96,6 +86,15 @@ impl Wire {
             }
         }
     }
+}
+
+/// The providers built in, or only the one `STREAM_CPU_PROVIDER` names.
+fn selected_providers() -> Vec<SharedProvider> {
+    let mut v = providers();
+    if let Ok(only) = std::env::var("STREAM_CPU_PROVIDER") {
+        v.retain(|p| p.name() == only);
+    }
+    v
 }
 
 /// A and B with one stream from A to B.
@@ -319,11 +318,6 @@ impl Aead {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// The paired report: per provider, rounds of (AEAD batch, stream batch) in alternating order.
 fn paired(rounds: usize) {
     println!(
@@ -332,29 +326,29 @@ fn paired(rounds: usize) {
     );
     println!("| provider | raw AEAD seal+open MiB/s | stream MiB/s | stream / AEAD |");
     println!("| --- | ---: | ---: | ---: |");
-    for p in providers() {
+    for p in selected_providers() {
         let mut pair = StreamPair::new(&p);
         let mut aead = Aead::new(&p);
         pair.transfer(BATCH); // warm up: leave startup
         let packets = BATCH / PLAINTEXT as u64;
         let (mut a_rates, mut s_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        // Bytes per second of one run of `f` moving `bytes`.
+        let rate = |bytes: u64, f: &mut dyn FnMut()| {
+            let t = WallInstant::now();
+            f();
+            bytes as f64 / t.elapsed().as_secs_f64()
+        };
         for round in 0..rounds {
-            let mut time_aead = || {
-                let t = WallInstant::now();
-                aead.packets(packets);
-                (packets * PLAINTEXT as u64) as f64 / t.elapsed().as_secs_f64()
-            };
-            let mut time_stream = || {
-                let t = WallInstant::now();
-                pair.transfer(BATCH);
-                BATCH as f64 / t.elapsed().as_secs_f64()
-            };
+            let mut run_aead = || aead.packets(packets);
+            let mut run_stream = || pair.transfer(BATCH);
+            let aead_bytes = packets * PLAINTEXT as u64;
+            // Alternate which goes first, so neither always runs on a warmer machine.
             let (a, s) = if round % 2 == 0 {
-                let a = time_aead();
-                (a, time_stream())
+                let a = rate(aead_bytes, &mut run_aead);
+                (a, rate(BATCH, &mut run_stream))
             } else {
-                let s = time_stream();
-                (time_aead(), s)
+                let s = rate(BATCH, &mut run_stream);
+                (rate(aead_bytes, &mut run_aead), s)
             };
             a_rates.push(a / (1 << 20) as f64);
             s_rates.push(s / (1 << 20) as f64);
@@ -384,7 +378,7 @@ fn paired(rounds: usize) {
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("stream_cpu");
     g.sample_size(10);
-    for p in providers() {
+    for p in selected_providers() {
         let packets = BATCH / PLAINTEXT as u64;
         g.throughput(Throughput::Bytes(packets * PLAINTEXT as u64));
         let mut aead = Aead::new(&p);
