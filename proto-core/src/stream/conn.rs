@@ -984,8 +984,12 @@ impl Streams {
             .filter(|d| *d > now)
             .min();
         let closing = self.closing.first().map(|(at, _)| *at);
-        let have = self.tokens_at(now);
-        let pacing = if self.data_ready() && have <= 0 {
+        let waiting = if self.data_ready() {
+            Some(self.tokens_at(now)).filter(|have| *have <= 0)
+        } else {
+            None
+        };
+        let pacing = if let Some(have) = waiting {
             self.pacing_rate().map(|rate| {
                 // From what `now` has, when the first byte of credit is earned (rounded up,
                 // so time moves on by at least a byte's worth each time: no wake-up storm).
