@@ -78,6 +78,8 @@ pub struct Config {
     pub strict_drain: bool,
     /// Stream settings.
     pub streams: crate::stream::StreamConfig,
+    /// nRPC settings.
+    pub rpc: crate::rpc::RpcConfig,
 }
 
 impl Config {
@@ -109,6 +111,7 @@ impl Config {
             binding_cache: 1024,
             strict_drain: cfg!(debug_assertions),
             streams: crate::stream::StreamConfig::default(),
+            rpc: crate::rpc::RpcConfig::default(),
         }
     }
 
@@ -231,6 +234,38 @@ impl Config {
             st.default_weight >= 1,
             "streams.default_weight",
             "must be at least 1",
+        )?;
+        let r = &self.rpc;
+        check(r.max_calls > 0, "rpc.max_calls", "must be at least 1")?;
+        check(
+            r.max_message > 0 && r.max_message <= 1 << 24,
+            "rpc.max_message",
+            "must be in 1..=16777216 bytes",
+        )?;
+        check(
+            !r.orphan_ttl.is_zero(),
+            "rpc.orphan_ttl",
+            "must be positive",
+        )?;
+        check(
+            r.max_cancel_tokens > 0,
+            "rpc.max_cancel_tokens",
+            "must be at least 1",
+        )?;
+        check(
+            r.observer_capacity > 0,
+            "rpc.observer_capacity",
+            "must be at least 1",
+        )?;
+        check(
+            r.max_services > 0 && r.max_services <= 1024,
+            "rpc.max_services",
+            "must be in 1..=1024",
+        )?;
+        check(
+            r.max_peer_services <= usize::from(u16::MAX),
+            "rpc.max_peer_services",
+            "must be at most 65535",
         )?;
         Ok(())
     }

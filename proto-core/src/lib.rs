@@ -101,7 +101,9 @@
 //! - [`identity`]: ed25519 identities, [`NodeId`], the static-key binding.
 //! - `handshake`: Noise IK/XX over snow (internal; driven by the node).
 //! - [`session`]: packet protection, replay window, key updates; drivable on its own.
-//! - [`Node`]: sessions multiplexed over one socket.
+//! - [`stream`]: reliable streams, many per session.
+//! - [`rpc`]: nRPC calls in four shapes, riding streams.
+//! - [`Node`]: sessions multiplexed over one socket, with their streams and calls.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -127,6 +129,7 @@ pub mod identity;
 mod node;
 pub mod replay;
 pub mod rng;
+pub mod rpc;
 pub mod session;
 pub mod stream;
 pub mod time;
@@ -136,8 +139,8 @@ pub use config::{Config, ConfigError};
 pub use handshake::HandshakeError;
 pub use identity::{Identity, NodeId, PublicIdentity};
 pub use node::{
-    Deadline, DisconnectReason, DropCounters, Error, Event, Node, NodeStats, PeerSpec, SessionId,
-    SessionInfo, StreamHandle, TimerReason, Transmit,
+    CallHandle, Deadline, DisconnectReason, DropCounters, Error, Event, Node, NodeStats, PeerSpec,
+    SessionId, SessionInfo, StreamHandle, TimerReason, Transmit,
 };
 pub use rng::Seed;
 pub use stream::{Mode, ResetOrigin, StreamError, StreamEvent, StreamId, StreamStats};

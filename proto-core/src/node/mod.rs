@@ -8,9 +8,11 @@
 //! See the crate docs for the run loop a driver follows.
 
 mod inbound;
+mod rpc;
 mod streams;
 mod types;
 
+pub use rpc::CallHandle;
 pub use streams::StreamHandle;
 
 pub use types::{
@@ -31,6 +33,7 @@ use crate::crypto::x25519_public;
 use crate::handshake::{Completed, Handshake, HandshakeError, LocalKeys};
 use crate::identity::{BindingCache, Identity, NodeId, PublicIdentity};
 use crate::rng::{Rng, Seed};
+use crate::rpc::machine::Rpc;
 use crate::session::{PacketProtection, RekeyPolicy, SealError};
 use crate::stream::conn::Streams;
 use crate::time::{Clock, Instant};
@@ -150,6 +153,7 @@ pub struct Node {
     bindings: BindingCache,
     scratch: Vec<u8>,
     stats: NodeStats,
+    rpc: Rpc,
 }
 
 impl core::fmt::Debug for Node {
@@ -207,6 +211,7 @@ impl Node {
             queued_datagram_events: 0,
             scratch: Vec::new(),
             stats: NodeStats::default(),
+            rpc: Rpc::new(config.rpc),
             config,
         })
     }
@@ -448,6 +453,9 @@ impl Node {
             }
             self.on_timer(now, id);
         }
+        if self.rpc.next_deadline().is_some_and(|at| at <= now) {
+            self.fire_rpc_timers(now);
+        }
         Ok(())
     }
 
@@ -509,12 +517,19 @@ impl Node {
                 reason: TimerReason::Output,
             });
         }
-        let &(at, id) = self.timers.first()?;
-        let reason = self
-            .entries
-            .get(&id)
-            .and_then(|e| e.scheduled)
-            .map_or(TimerReason::Keepalive, |(_, r)| r);
+        let session = self.timers.first().map(|&(at, id)| {
+            let reason = self
+                .entries
+                .get(&id)
+                .and_then(|e| e.scheduled)
+                .map_or(TimerReason::Keepalive, |(_, r)| r);
+            (at, reason)
+        });
+        let rpc = self.rpc.next_deadline().map(|at| (at, TimerReason::Rpc));
+        let (at, reason) = match (session, rpc) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
         Some(Deadline {
             at: at.max(self.clock.now()),
             reason,
@@ -780,6 +795,13 @@ impl Node {
                 self.responding_to.remove(key);
             }
         }
+        if matches!(e.state, State::Established(_)) {
+            // Every call on the session fails (callers see Transport, servers Aborted)
+            // before the application hears that the session ended.
+            let why = reason.unwrap_or(DisconnectReason::Superseded);
+            self.rpc.on_session_closed(self.clock.now(), id, why);
+            self.pull_rpc_events();
+        }
         if let (true, Some(reason)) = (e.announced, reason) {
             self.push_event(Event::Disconnected {
                 session: id,
@@ -860,6 +882,9 @@ impl Node {
         e.announced = true;
         let addr = e.addr;
         let nid = done.peer.node_id();
+        if let State::Established(est) = &mut e.state {
+            self.rpc.on_session_up(now, id, nid, &mut est.streams);
+        }
         self.stats.sessions_established += 1;
         if let Some(old) = self.by_peer.insert(nid, id) {
             if old != id {

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 
 use super::{Entry, Error, Event, Node, SessionId, State};
 use crate::stream::conn::{Streams, TransportStats};
-use crate::stream::{Mode, StreamError, StreamId, StreamStats};
+use crate::stream::{Class, Mode, StreamError, StreamId, StreamStats};
 use crate::time::Instant;
 
 impl Node {
@@ -35,7 +35,7 @@ impl Node {
         mode: Mode,
     ) -> Result<StreamId, Error> {
         self.clock.observe(now);
-        Ok(self.streams_mut(session)?.open(mode)?)
+        Ok(self.streams_mut(session)?.open(mode, Class::App)?)
     }
 
     /// A handle on one stream of `session`, borrowed from the node.
@@ -44,7 +44,7 @@ impl Node {
         session: SessionId,
         stream: StreamId,
     ) -> Result<StreamHandle<'_>, Error> {
-        if !self.streams_mut(session)?.contains(stream) {
+        if self.streams_mut(session)?.class(stream) != Some(Class::App) {
             return Err(StreamError::Unknown(stream).into());
         }
         Ok(StreamHandle {
@@ -65,24 +65,51 @@ impl Node {
         }
     }
 
-    /// Moves a session's stream events to the node's event queue. Stream events are not
-    /// subject to the received-datagram cap: each stream has at most one of each kind
-    /// outstanding per input, and a dropped Readable would leave a reader waiting forever.
+    /// Moves a session's stream events to the node's event queue, and hands those of nRPC
+    /// streams to the RPC machine (whose own events follow). Stream events are not subject to
+    /// the received-datagram cap: each stream has at most one of each kind outstanding per
+    /// input, and a dropped Readable would leave a reader waiting forever. nRPC events are
+    /// bounded by the calls' message credit.
     pub(super) fn drain_stream_events(&mut self, id: SessionId) {
+        let now = self.clock.now();
+        let Node {
+            entries,
+            rpc,
+            events,
+            ..
+        } = self;
         let Some(Entry {
             state: State::Established(est),
             ..
-        }) = self.entries.get_mut(&id)
+        }) = entries.get_mut(&id)
         else {
             return;
         };
-        while let Some((stream, event)) = est.streams.poll_event() {
-            self.events.push_back(Event::Stream {
-                session: id,
-                stream,
-                event,
-            });
+        let mut rpc_touched = false;
+        while let Some((stream, class, event)) = est.streams.poll_event() {
+            match class {
+                Class::Rpc => {
+                    rpc.on_stream_event(now, id, &mut est.streams, stream, event);
+                    rpc_touched = true;
+                }
+                Class::App => events.push_back(Event::Stream {
+                    session: id,
+                    stream,
+                    event,
+                }),
+            }
         }
+        self.pull_rpc_events();
+        if rpc_touched {
+            // The RPC machine may have written (a GRANT, an END): send it.
+            self.mark_ready(id);
+        }
+    }
+
+    /// Moves the RPC machine's events to the node's queue.
+    pub(super) fn pull_rpc_events(&mut self) {
+        self.events
+            .extend(self.rpc.events.drain(..).map(Event::Rpc));
     }
 
     /// After any stream operation: events out, transmit queue, timer.

@@ -132,6 +132,8 @@ pub enum Event {
         /// What happened.
         event: StreamEvent,
     },
+    /// Something happened to an nRPC call, or a peer's services changed.
+    Rpc(crate::rpc::RpcEvent),
     /// A session ended, and with it every stream it had. No further event names it.
     Disconnected {
         /// The session.
@@ -179,6 +181,7 @@ impl fmt::Debug for Event {
                 .field("stream", stream)
                 .field("event", event)
                 .finish(),
+            Event::Rpc(e) => f.debug_tuple("Rpc").field(e).finish(),
             Event::Disconnected {
                 session,
                 peer,
@@ -219,6 +222,8 @@ pub enum TimerReason {
     /// Stream work: an acknowledgement delay, loss detection, a tail-loss probe or
     /// retransmission timeout, a NACK round, pacing, or a close deadline.
     Stream,
+    /// An nRPC call's deadline, or the collection of unused cancel tokens.
+    Rpc,
 }
 
 /// The next instant the node must be woken at, and why.

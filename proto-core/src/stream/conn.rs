@@ -30,8 +30,8 @@ use super::rtt::RttEstimator;
 use super::sched::Scheduler;
 use super::send::SendHalf;
 use super::{
-    Congestion, Mode, ResetOrigin, StreamConfig, StreamError, StreamEvent, StreamId, StreamStats,
-    INITIAL_CREDIT,
+    Class, Congestion, Mode, ResetOrigin, StreamConfig, StreamError, StreamEvent, StreamId,
+    StreamStats, INITIAL_CREDIT,
 };
 use crate::time::{duration_nanos, Instant};
 use crate::wire::frame::Frame;
@@ -63,6 +63,7 @@ struct Sent {
 #[derive(Debug)]
 struct Stream {
     mode: Mode,
+    class: Class,
     send: SendHalf,
     recv: RecvHalf,
     acknowledged_told: bool,
@@ -145,6 +146,9 @@ pub struct TransportStats {
     pub violations: u64,
     /// RESETs never acknowledged after every retry.
     pub resets_abandoned: u64,
+    /// Chunks for peer streams that ended long ago (below the forgotten-tombstone floor),
+    /// refused rather than opened again.
+    pub stale: u64,
     /// Congestion window, bytes.
     pub cwnd: u64,
     /// Bytes of reliable chunks in flight.
@@ -165,6 +169,9 @@ pub(crate) struct Streams {
     streams: BTreeMap<u32, Stream>,
     /// Ended streams. Bounded; oldest forgotten first.
     tombstones: BTreeMap<u32, Tomb>,
+    /// Every peer-opened id below this that is not live has ended and been forgotten: a
+    /// late chunk for it must not open it again (for nRPC that would run a call twice).
+    remote_floor: u32,
     sched: Scheduler<u32>,
     rtt: RttEstimator,
     cc: Controller,
@@ -195,7 +202,7 @@ pub(crate) struct Streams {
     resets: BTreeMap<u32, PendingReset>,
     reset_acks: VecDeque<ResetFrame>,
     closing: BTreeSet<(Instant, u32)>,
-    events: VecDeque<(StreamId, StreamEvent)>,
+    events: VecDeque<(StreamId, Class, StreamEvent)>,
     stats: TransportStats,
 }
 
@@ -223,6 +230,7 @@ impl Streams {
             next_local: 0,
             streams: BTreeMap::new(),
             tombstones: BTreeMap::new(),
+            remote_floor: 0,
             sched: Scheduler::new(QUANTUM),
             rtt: RttEstimator::new(),
             cc,
@@ -234,7 +242,8 @@ impl Streams {
             last_eliciting: None,
             pto_count: 0,
             probe_budget: 0,
-            tokens: 0,
+            // A full burst to start with (`tokens_at` caps it), whenever the session starts.
+            tokens: i64::MAX,
             tokens_at: Instant::ZERO,
             acks: BTreeSet::new(),
             ack_now: false,
@@ -265,10 +274,11 @@ impl Streams {
         self.max_chunk
     }
 
-    fn new_stream(&self, mode: Mode) -> Stream {
+    fn new_stream(&self, mode: Mode, class: Class) -> Stream {
         let window = self.cfg.receive_window;
         Stream {
             mode,
+            class,
             send: SendHalf::new(
                 mode,
                 self.cfg.send_buffer,
@@ -289,7 +299,7 @@ impl Streams {
     // ---- the application's side ----
 
     /// Opens a stream; its first chunk opens it at the peer.
-    pub(crate) fn open(&mut self, mode: Mode) -> Result<StreamId, StreamError> {
+    pub(crate) fn open(&mut self, mode: Mode, class: Class) -> Result<StreamId, StreamError> {
         if self.streams.len() >= self.cfg.max_streams {
             return Err(StreamError::TooManyStreams);
         }
@@ -298,7 +308,7 @@ impl Streams {
         }
         let id = self.next_local << 1 | self.local_bit;
         self.next_local += 1;
-        let s = self.new_stream(mode);
+        let s = self.new_stream(mode, class);
         self.streams.insert(id, s);
         self.sched.set_weight(id, self.cfg.default_weight);
         Ok(StreamId(id))
@@ -408,15 +418,21 @@ impl Streams {
         }
     }
 
-    pub(crate) fn contains(&self, id: StreamId) -> bool {
-        self.streams.contains_key(&id.0)
-    }
-
     pub(crate) fn open_streams(&self) -> usize {
         self.streams.len()
     }
 
-    pub(crate) fn poll_event(&mut self) -> Option<(StreamId, StreamEvent)> {
+    /// The session's smoothed RTT, once measured.
+    pub(crate) fn srtt(&self) -> Option<Duration> {
+        self.rtt.srtt()
+    }
+
+    /// The class of a live stream.
+    pub(crate) fn class(&self, id: StreamId) -> Option<Class> {
+        self.streams.get(&id.0).map(|s| s.class)
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<(StreamId, Class, StreamEvent)> {
         self.events.pop_front()
     }
 
@@ -467,32 +483,42 @@ impl Streams {
                 self.stats.violations += 1;
                 return;
             }
+            if id < self.remote_floor {
+                // Ended so long ago that its tombstone was forgotten (or, rarely, first seen
+                // after that many later streams ended): never opened again. A RESET tells a
+                // sender still waiting on it.
+                self.stats.stale += 1;
+                self.queue_reset(now, id, ResetOrigin::Refused, 0);
+                return;
+            }
             if self.streams.len() >= self.cfg.max_streams {
                 self.stats.refused += 1;
                 self.queue_reset(now, id, ResetOrigin::Refused, 0);
                 return;
             }
-            let s = self.new_stream(f.mode);
+            let s = self.new_stream(f.mode, f.class);
             self.streams.insert(id, s);
             self.sched.set_weight(id, self.cfg.default_weight);
             self.events
-                .push_back((StreamId(id), StreamEvent::Opened { mode: f.mode }));
+                .push_back((StreamId(id), f.class, StreamEvent::Opened { mode: f.mode }));
         }
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        if s.mode != f.mode {
+        if s.mode != f.mode || s.class != f.class {
             self.stats.violations += 1;
             return;
         }
         let limit_before = s.recv.limit();
         let r = s.recv.on_chunk(f.seq, f.fin, f.data);
         if r.readable {
-            self.events.push_back((StreamId(id), StreamEvent::Readable));
+            self.events
+                .push_back((StreamId(id), s.class, StreamEvent::Readable));
         }
         if r.finished && !s.finished_told {
             s.finished_told = true;
-            self.events.push_back((StreamId(id), StreamEvent::Finished));
+            self.events
+                .push_back((StreamId(id), s.class, StreamEvent::Finished));
         }
         if f.mode.is_reliable() {
             if f.seq >= limit_before {
@@ -654,10 +680,10 @@ impl Streams {
         if r.ack {
             return;
         }
-        if self.streams.contains_key(&r.stream) {
-            self.remove(r.stream, None);
+        if let Some(gone) = self.remove(r.stream, None) {
             self.events.push_back((
                 StreamId(r.stream),
+                gone.class,
                 StreamEvent::Reset {
                     origin: r.origin,
                     code: r.code,
@@ -822,7 +848,11 @@ impl Streams {
     fn tombstone(&mut self, id: u32, tomb: Tomb) {
         let cap = self.cfg.max_streams.saturating_mul(4).max(16);
         while self.tombstones.len() >= cap && !self.tombstones.contains_key(&id) {
-            self.tombstones.pop_first();
+            if let Some((old, _)) = self.tombstones.pop_first() {
+                if !self.is_local(old) {
+                    self.remote_floor = self.remote_floor.max(old.saturating_add(1));
+                }
+            }
         }
         self.tombstones.insert(id, tomb);
     }
@@ -874,13 +904,14 @@ impl Streams {
 
     /// Ends a stream abnormally and tells the peer.
     fn fail(&mut self, now: Instant, id: u32, origin: ResetOrigin, code: u16, tell_local: bool) {
-        if self.remove(id, None).is_none() {
+        let Some(gone) = self.remove(id, None) else {
             return;
-        }
+        };
         self.queue_reset(now, id, origin, code);
         if tell_local {
             self.events.push_back((
                 StreamId(id),
+                gone.class,
                 StreamEvent::Reset {
                     origin,
                     code,
@@ -898,7 +929,7 @@ impl Streams {
             s.acknowledged_told = true;
             self.closing.retain(|(_, c)| *c != id);
             self.events
-                .push_back((StreamId(id), StreamEvent::Acknowledged));
+                .push_back((StreamId(id), s.class, StreamEvent::Acknowledged));
         }
         self.maybe_close(id);
     }
@@ -909,8 +940,10 @@ impl Streams {
         };
         if s.send.is_done() && s.recv.is_done() {
             let end = s.recv.cumulative();
+            let class = s.class;
             self.remove(id, Some(end));
-            self.events.push_back((StreamId(id), StreamEvent::Closed));
+            self.events
+                .push_back((StreamId(id), class, StreamEvent::Closed));
         }
     }
 
@@ -1186,6 +1219,7 @@ impl Streams {
                 return;
             }
             let mode = s.mode;
+            let class = s.class;
             let dst = out.get_mut(*pos..).unwrap_or(&mut []);
             let mut written = 0;
             let sent = s.send.next(now, tx, data_room, |seq, data, fin| {
@@ -1193,6 +1227,7 @@ impl Streams {
                     stream: id,
                     seq,
                     mode,
+                    class,
                     fin,
                     data,
                 };
@@ -1238,7 +1273,8 @@ impl Streams {
                 self.last_eliciting = Some(now);
             }
             if writable {
-                self.events.push_back((StreamId(id), StreamEvent::Writable));
+                self.events
+                    .push_back((StreamId(id), s.class, StreamEvent::Writable));
             }
             if !mode.is_reliable() {
                 // Unreliable streams are done once their FIN left.

@@ -26,7 +26,7 @@ mod tests;
 use core::fmt;
 use core::time::Duration;
 
-pub use crate::wire::stream::{Mode, ResetOrigin};
+pub use crate::wire::stream::{Class, Mode, ResetOrigin};
 
 /// A stream of a session. Even ids are opened by the session's initiator, odd ids by its
 /// responder; ids are never reused within a session.

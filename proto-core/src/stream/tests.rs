@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use super::conn::{Streams, TransportStats};
-use super::{Mode, ResetOrigin, StreamConfig, StreamError, StreamEvent, StreamId};
+use super::{Class, Mode, ResetOrigin, StreamConfig, StreamError, StreamEvent, StreamId};
 use crate::time::Instant;
 use crate::wire::frame::{Frame, Frames};
 use crate::wire::stream::{self as sw, StreamFrame};
@@ -94,7 +94,7 @@ impl Pair {
 }
 
 fn events(s: &mut Streams) -> Vec<(StreamId, StreamEvent)> {
-    core::iter::from_fn(|| s.poll_event()).collect()
+    core::iter::from_fn(|| s.poll_event().map(|(id, _, ev)| (id, ev))).collect()
 }
 
 fn stats(s: &Streams) -> TransportStats {
@@ -104,8 +104,8 @@ fn stats(s: &Streams) -> TransportStats {
 #[test]
 fn caller_mistakes_are_typed_errors_that_change_nothing() {
     let mut p = Pair::new(cfg());
-    let bytes = p.a.open(Mode::Ordered).expect("open");
-    let msgs = p.a.open(Mode::Unordered).expect("open");
+    let bytes = p.a.open(Mode::Ordered, Class::App).expect("open");
+    let msgs = p.a.open(Mode::Unordered, Class::App).expect("open");
     assert_eq!(
         (bytes, msgs),
         (StreamId(0), StreamId(2)),
@@ -129,9 +129,12 @@ fn caller_mistakes_are_typed_errors_that_change_nothing() {
         p.a.write(StreamId(40), b"x"),
         Err(StreamError::Unknown(StreamId(40)))
     );
-    p.a.open(Mode::Ordered).expect("third");
-    p.a.open(Mode::Unreliable).expect("fourth");
-    assert_eq!(p.a.open(Mode::Ordered), Err(StreamError::TooManyStreams));
+    p.a.open(Mode::Ordered, Class::App).expect("third");
+    p.a.open(Mode::Unreliable, Class::App).expect("fourth");
+    assert_eq!(
+        p.a.open(Mode::Ordered, Class::App),
+        Err(StreamError::TooManyStreams)
+    );
     p.a.finish(p.now, bytes).expect("finish");
     assert_eq!(p.a.write(bytes, b"late"), Err(StreamError::Finished));
     // None of that queued anything but the FIN of `bytes`.
@@ -144,7 +147,7 @@ fn caller_mistakes_are_typed_errors_that_change_nothing() {
 fn frames_of_several_streams_share_one_packet() {
     let mut p = Pair::new(cfg());
     let ids: Vec<StreamId> = (0..3)
-        .map(|_| p.a.open(Mode::Ordered).expect("open"))
+        .map(|_| p.a.open(Mode::Ordered, Class::App).expect("open"))
         .collect();
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(p.a.write(*id, &[i as u8; 100]), Ok(100));
@@ -174,7 +177,7 @@ fn frames_of_several_streams_share_one_packet() {
 #[test]
 fn back_pressure_is_a_partial_write_then_would_block_then_writable() {
     let mut p = Pair::new(cfg());
-    let id = p.a.open(Mode::Ordered).expect("open");
+    let id = p.a.open(Mode::Ordered, Class::App).expect("open");
     let big = vec![7u8; 20 * 1024];
     // The send buffer holds 8 KiB: a partial write, then nothing.
     assert_eq!(p.a.write(id, &big), Ok(8 * 1024));
@@ -191,7 +194,7 @@ fn back_pressure_is_a_partial_write_then_would_block_then_writable() {
 #[test]
 fn a_graceful_close_ends_in_acknowledged_then_closed_on_both_sides() {
     let mut p = Pair::new(cfg());
-    let id = p.a.open(Mode::Ordered).expect("open");
+    let id = p.a.open(Mode::Ordered, Class::App).expect("open");
     p.a.write(id, b"hello").expect("write");
     p.a.finish(p.now, id).expect("finish");
     p.run(2);
@@ -219,6 +222,7 @@ fn a_graceful_close_ends_in_acknowledged_then_closed_on_both_sides() {
             stream: id.0,
             seq: 0,
             mode: Mode::Ordered,
+            class: Class::App,
             fin: false,
             data: b"hello",
         },
@@ -242,6 +246,7 @@ fn peer_violations_are_counted_and_change_nothing() {
                 stream,
                 seq,
                 mode,
+                class: Class::App,
                 fin: false,
                 data: b"x",
             },
@@ -283,13 +288,13 @@ fn a_stream_beyond_max_streams_is_refused_with_a_reset() {
         max_streams: 1,
         ..cfg()
     });
-    let one = p.a.open(Mode::Ordered).expect("open");
+    let one = p.a.open(Mode::Ordered, Class::App).expect("open");
     p.a.write(one, b"1").expect("write");
     p.run(1);
     // A's own limit is also 1; a second A-side machine that thinks otherwise:
     let mut rogue = Streams::new(cfg(), true, PACKET, OVERHEAD);
-    rogue.open(Mode::Ordered).expect("open 0");
-    let two = rogue.open(Mode::Ordered).expect("open 2");
+    rogue.open(Mode::Ordered, Class::App).expect("open 0");
+    let two = rogue.open(Mode::Ordered, Class::App).expect("open 2");
     rogue.write(two, b"2").expect("write");
     let mut buf = vec![0u8; ROOM];
     let n = rogue.write_frames(p.now, &mut buf);
@@ -321,7 +326,7 @@ fn a_stream_beyond_max_streams_is_refused_with_a_reset() {
 #[test]
 fn an_application_reset_reaches_the_peer_with_its_code() {
     let mut p = Pair::new(cfg());
-    let id = p.a.open(Mode::Ordered).expect("open");
+    let id = p.a.open(Mode::Ordered, Class::App).expect("open");
     p.a.write(id, b"abc").expect("write");
     p.run(1);
     p.a.reset(p.now, id, 0x0bad).expect("reset");
@@ -358,6 +363,7 @@ fn an_ack_with_more_ranges_than_it_carries_says_it_is_truncated() {
                 stream: 0,
                 seq,
                 mode: Mode::Ordered,
+                class: Class::App,
                 fin: false,
                 data: b"x",
             },

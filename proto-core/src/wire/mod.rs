@@ -7,6 +7,7 @@
 //! All integers are little-endian. Every packet starts with the version byte and the kind byte.
 
 pub mod frame;
+pub mod rpc;
 pub mod stream;
 
 use core::fmt;

@@ -38,6 +38,39 @@ pub const MAX_RANGES: usize = 64;
 const FLAG_FIN: u8 = 0x04;
 /// STREAM flags: the low two bits are the reliability mode.
 const MODE_MASK: u8 = 0x03;
+/// STREAM flags: bits 3–4 are the stream's class.
+const CLASS_SHIFT: u8 = 3;
+const CLASS_MASK: u8 = 0x18;
+
+/// Which layer of the node a stream belongs to, carried in every STREAM frame beside the mode.
+/// The node routes a stream by its class: application streams surface as stream events, nRPC
+/// streams belong to the node's RPC machine. Values 2 and 3 are reserved (Malformed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[non_exhaustive]
+pub enum Class {
+    /// Opened by the application with `Node::open_stream`.
+    #[default]
+    App,
+    /// Opened by the nRPC layer: one per call, plus one announcement stream per direction.
+    Rpc,
+}
+
+impl Class {
+    fn bits(self) -> u8 {
+        match self {
+            Class::App => 0,
+            Class::Rpc => 1 << CLASS_SHIFT,
+        }
+    }
+
+    fn from_flags(flags: u8) -> Option<Class> {
+        match (flags & CLASS_MASK) >> CLASS_SHIFT {
+            0 => Some(Class::App),
+            1 => Some(Class::Rpc),
+            _ => None,
+        }
+    }
+}
 
 /// How a stream delivers, carried in every STREAM frame so that either end can open a stream
 /// with its first chunk (no round trip) whatever order chunks arrive in.
@@ -130,6 +163,8 @@ pub struct StreamFrame<'a> {
     pub seq: u64,
     /// The stream's mode.
     pub mode: Mode,
+    /// The layer the stream belongs to.
+    pub class: Class,
     /// The last chunk of this direction.
     pub fin: bool,
     /// The chunk's bytes (one message in message modes).
@@ -291,14 +326,16 @@ pub(crate) fn decode(
             let flags = r.u8()?;
             let len = usize::from(r.u16()?);
             let data = r.take(len)?;
-            if flags & !(MODE_MASK | FLAG_FIN) != 0 {
+            if flags & !(MODE_MASK | FLAG_FIN | CLASS_MASK) != 0 {
                 return Err(WireError::Malformed);
             }
             let mode = Mode::from_bits(flags & MODE_MASK).ok_or(WireError::Malformed)?;
+            let class = Class::from_flags(flags).ok_or(WireError::Malformed)?;
             Ok(Frame::Stream(StreamFrame {
                 stream,
                 seq,
                 mode,
+                class,
                 fin: flags & FLAG_FIN != 0,
                 data,
             }))
@@ -369,7 +406,7 @@ pub fn write_stream(out: &mut [u8], f: &StreamFrame<'_>) -> Option<usize> {
         return None;
     }
     let mut w = Writer { out, pos: 0 };
-    let flags = f.mode.bits() | if f.fin { FLAG_FIN } else { 0 };
+    let flags = f.mode.bits() | f.class.bits() | if f.fin { FLAG_FIN } else { 0 };
     w.put(&[ty::STREAM])?;
     w.put(&f.stream.to_le_bytes())?;
     w.put(&f.seq.to_le_bytes())?;
@@ -480,6 +517,7 @@ mod tests {
             stream: 0x0102_0304,
             seq: 0x1122_3344_5566_7788,
             mode: Mode::Unordered,
+            class: Class::App,
             fin: true,
             data: b"hey",
         };
@@ -490,6 +528,26 @@ mod tests {
                 0x10, 0x04, 0x03, 0x02, 0x01, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0x05,
                 0x03, 0x00, b'h', b'e', b'y'
             ]
+        );
+        let frames: Vec<_> = Frames::new(&buf[..n]).collect::<Result<_, _>>().unwrap();
+        assert_eq!(frames, [Frame::Stream(f)]);
+    }
+
+    #[test]
+    fn rpc_class_chunk_bytes_are_pinned() {
+        let mut buf = [0u8; 32];
+        let f = StreamFrame {
+            stream: 2,
+            seq: 0,
+            mode: Mode::Ordered,
+            class: Class::Rpc,
+            fin: true,
+            data: b"x",
+        };
+        let n = write_stream(&mut buf, &f).unwrap();
+        assert_eq!(
+            &buf[..n],
+            &[0x10, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0c, 1, 0, b'x']
         );
         let frames: Vec<_> = Frames::new(&buf[..n]).collect::<Result<_, _>>().unwrap();
         assert_eq!(frames, [Frame::Stream(f)]);
@@ -547,6 +605,16 @@ mod tests {
         assert_eq!(Frames::validate(&chunk), Err(WireError::Malformed));
         chunk[13] = 0x40;
         assert_eq!(Frames::validate(&chunk), Err(WireError::Malformed));
+        // Reserved classes 2 and 3; class 1 (nRPC) decodes.
+        chunk[13] = 0x10;
+        assert_eq!(Frames::validate(&chunk), Err(WireError::Malformed));
+        chunk[13] = 0x18;
+        assert_eq!(Frames::validate(&chunk), Err(WireError::Malformed));
+        chunk[13] = 0x08;
+        let Some(Ok(Frame::Stream(f))) = Frames::new(&chunk).next() else {
+            panic!("an nRPC chunk did not decode");
+        };
+        assert_eq!((f.class, f.mode, f.fin), (Class::Rpc, Mode::Ordered, false));
         chunk[13] = 0x00;
         assert_eq!(Frames::validate(&chunk), Ok(()));
         // Length beyond the body.
@@ -600,6 +668,7 @@ mod tests {
             stream: 0,
             seq: 0,
             mode: Mode::Ordered,
+            class: Class::App,
             fin: false,
             data: &big,
         };
