@@ -111,6 +111,7 @@ impl Machine for Node {
                 stream,
                 event,
             } => format!("stream {session} {} {event:?}", stream.0),
+            proto_core::Event::Rpc(e) => format!("rpc {e:?}"),
             _ => "other".to_string(),
         }
     }

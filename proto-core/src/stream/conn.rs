@@ -72,6 +72,10 @@ struct Stream {
     /// ranges): only chunks below it can be judged lost by the reordering threshold, since an
     /// ACK that ran out of ranges says nothing about chunks above its last one.
     horizon: u64,
+    /// The peer's latest ACK of this stream listed everything it had (not truncated): a
+    /// chunk sent after it and still unacknowledged once a later transmission (of any
+    /// stream) was acknowledged is missing, not merely undescribed.
+    acks_complete: bool,
 }
 
 /// What is remembered of a stream that ended.
@@ -289,6 +293,7 @@ impl Streams {
             acknowledged_told: false,
             finished_told: false,
             horizon: 0,
+            acks_complete: true,
         }
     }
 
@@ -581,6 +586,9 @@ impl Streams {
         };
         let acked = s.send.on_ack(cumulative, limit, ranges);
         s.horizon = s.horizon.max(described.min(s.send.next_seq()));
+        if timed {
+            s.acks_complete = described == u64::MAX;
+        }
         let sendable = s.send.peek(self.max_chunk).is_some();
         let mut newest: Option<(u64, Instant, bool)> = None;
         // An acknowledged retransmission less than a minimum RTT old cannot be what arrived:
@@ -748,8 +756,26 @@ impl Streams {
             if tx >= largest {
                 break;
             }
-            let horizon = self.streams.get(&s.stream).map_or(0, |st| st.horizon);
+            let (horizon, complete) = self
+                .streams
+                .get(&s.stream)
+                .map_or((0, false), |st| (st.horizon, st.acks_complete));
             if s.seq >= horizon {
+                // Beyond what the stream's ACKs described: typically a stream's last chunk,
+                // with nothing after it to reveal a gap. A later transmission was
+                // acknowledged; if the peer's ACKs of this stream are complete and a loss
+                // delay (plus the peer's ACK delay) passed, this one did not arrive. Without
+                // this, a quiet stream's lost tail waits for a session-wide probe that
+                // traffic on other streams keeps postponing.
+                let due = s
+                    .sent_at
+                    .saturating_add(delay)
+                    .saturating_add(self.cfg.ack_delay);
+                if complete && now >= due {
+                    lost.push(tx);
+                } else if complete {
+                    self.loss_at = Some(self.loss_at.map_or(due, |at| at.min(due)));
+                }
                 continue;
             }
             let deadline = s.sent_at.saturating_add(delay);
@@ -757,7 +783,7 @@ impl Streams {
                 lost.push(tx);
             } else {
                 // Later chunks were sent later and are closer to `largest`: none is due yet.
-                self.loss_at = Some(deadline);
+                self.loss_at = Some(self.loss_at.map_or(deadline, |at| at.min(deadline)));
                 break;
             }
         }

@@ -384,3 +384,61 @@ fn an_ack_with_more_ranges_than_it_carries_says_it_is_truncated() {
         .expect("an ACK");
     assert_eq!(ack, (sw::MAX_RANGES, true));
 }
+
+#[test]
+fn a_quiet_streams_lost_tail_is_resent_while_other_streams_keep_the_session_busy() {
+    // Regression: the quiet stream's only chunk is lost, nothing follows it on that stream
+    // (so no ACK range or NACK reveals a gap), and a busy stream keeps sending, which kept
+    // postponing the session-wide tail probe: the chunk waited forever. A later transmission's
+    // acknowledgement now reveals the loss after the loss delay.
+    let mut p = Pair::new(StreamConfig {
+        send_buffer: 1 << 20,
+        ..cfg()
+    });
+    let quiet = p.a.open(Mode::Ordered, Class::App).expect("open");
+    let busy = p.a.open(Mode::Ordered, Class::App).expect("open");
+    p.a.write(quiet, b"tail").expect("write");
+    let mut dropped = false;
+    let mut delivered_at = None;
+    for round in 0..200 {
+        p.a.write(busy, &[1u8; 200]).expect("write");
+        for _ in 0..100 {
+            let mut moved = 0;
+            while p.a.wants_send(p.now) {
+                let mut buf = vec![0u8; ROOM];
+                let n = p.a.write_frames(p.now, &mut buf);
+                if n == 0 {
+                    break;
+                }
+                for f in Frames::new(&buf[..n]) {
+                    let f = f.expect("decodes");
+                    if let Frame::Stream(s) = &f {
+                        if s.stream == quiet.0 && !dropped {
+                            dropped = true;
+                            continue;
+                        }
+                    }
+                    p.b.on_frame(p.now, &f);
+                }
+                p.b.end_packet(p.now);
+                moved += 1;
+            }
+            moved += Pair::flush(&mut p.b, &mut p.a, p.now, None);
+            if moved == 0 {
+                break;
+            }
+        }
+        let mut buf = [0u8; 4096];
+        while p.b.read(busy, &mut buf).is_ok_and(|n| n > 0) {}
+        if p.b.read(quiet, &mut buf) == Ok(4) {
+            delivered_at = Some(round);
+            break;
+        }
+        p.now = p.now.saturating_add(Duration::from_millis(5));
+        p.a.on_timeout(p.now);
+        p.b.on_timeout(p.now);
+    }
+    assert!(dropped);
+    let round = delivered_at.expect("the lost tail was never resent");
+    assert!(round <= 10, "resent after {round} rounds of 5 ms");
+}
