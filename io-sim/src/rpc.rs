@@ -20,7 +20,7 @@ use proto_core::rpc::{
 };
 use proto_core::{Event, Instant, Node, NodeId, PeerSpec};
 
-use crate::scenarios::{host_addr, identity, node_factory};
+use crate::scenarios::{host_addr, identity, tweaked_node_factory};
 use crate::{HostId, LinkConfig, World};
 
 /// The service every server serves.
@@ -483,13 +483,9 @@ pub fn rpc(p: RpcParams) -> (World<Node>, Rc<RefCell<RpcOutcome>>) {
     let mut w: World<Node> = World::new(p.seed);
     w.set_default_link(p.link);
     for i in 0..=p.servers {
-        let mut make = node_factory(i);
-        let tweak = p.tweak;
+        let mut make = tweaked_node_factory(i, p.tweak);
         w.add_host(format!("n{i}"), host_addr(i), move |s| {
-            let n = make(s);
-            let mut c = n.config().clone();
-            tweak(&mut c);
-            let mut n = Node::new(c, identity(i), s.now).unwrap_or(n);
+            let mut n = make(s);
             if i > 0 {
                 let spec = ALL_SHAPES
                     .iter()

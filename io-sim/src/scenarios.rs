@@ -125,6 +125,71 @@ pub fn node_factory(i: usize) -> impl FnMut(&HostSetup) -> Node {
     }
 }
 
+/// [`node_factory`] with `tweak` applied to the config (congestion controller, windows...).
+pub fn tweaked_node_factory(i: usize, tweak: fn(&mut Config)) -> impl FnMut(&HostSetup) -> Node {
+    let mut make = node_factory(i);
+    move |s: &HostSetup| {
+        let n = make(s);
+        let mut c = n.config().clone();
+        tweak(&mut c);
+        Node::new(c, identity(i), s.now).unwrap_or(n)
+    }
+}
+
+/// A 100 Mbit/s link with `latency_ms` each way, a 256 KiB bottleneck queue and random loss
+/// `loss` (a fraction).
+#[must_use]
+pub fn bottleneck_link(latency_ms: u64, loss: f64) -> LinkConfig {
+    LinkConfig {
+        latency: Duration::from_millis(latency_ms),
+        bandwidth_bps: Some(100_000_000),
+        queue_bytes: 256 * 1024,
+        loss_ppm: (loss * 1e6) as u32,
+        ..LinkConfig::default()
+    }
+}
+
+/// A random hostile [`bottleneck_link`] drawn from `r`: latency 1 to `max_latency_ms`, loss up
+/// to `max_loss_ppm` (bursty one time in four), jitter up to 5 ms, up to 5% duplication, 10%
+/// reordering (by up to 10 ms) and 2% corruption.
+pub fn hostile_link(
+    r: &mut proto_core::rng::Rng,
+    max_latency_ms: u64,
+    max_loss_ppm: u64,
+) -> LinkConfig {
+    let mut l = bottleneck_link(
+        1 + r.below(max_latency_ms),
+        r.below(max_loss_ppm + 1) as f64 / 1e6,
+    );
+    l.jitter = Duration::from_micros(r.below(5_000));
+    l.duplicate_ppm = r.below(50_001) as u32;
+    l.reorder_ppm = r.below(100_001) as u32;
+    l.reorder_delay = Duration::from_micros(r.below(10_000));
+    l.corrupt_ppm = r.below(20_001) as u32;
+    if r.below(4) == 0 {
+        l.burst_loss = Some(crate::GilbertElliott {
+            good_to_bad_ppm: 10_000,
+            bad_to_good_ppm: 200_000,
+            loss_good_ppm: l.loss_ppm / 4,
+            loss_bad_ppm: 800_000,
+        });
+    }
+    l
+}
+
+/// The seeds a sweep runs: the environment variable `var` as `n` (seeds `0..n`) or `a..b`,
+/// else `0..default`.
+#[must_use]
+pub fn seed_range(var: &str, default: u64) -> std::ops::Range<u64> {
+    let spec = std::env::var(var).unwrap_or_default();
+    if let Some((a, b)) = spec.split_once("..") {
+        if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+            return a..b;
+        }
+    }
+    0..spec.parse().unwrap_or(default)
+}
+
 /// The mesh scenario: every host connects to every other (the lower index initiates, with IK),
 /// and each sends `messages` datagrams to each peer, one every 250 ms, starting at 1 s. Sent
 /// datagrams say who sent them and their number, so the invariant can check every delivery:

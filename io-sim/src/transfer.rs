@@ -14,7 +14,7 @@ use proto_core::{
     StreamEvent, StreamId,
 };
 
-use crate::scenarios::{host_addr, identity, node_factory};
+use crate::scenarios::{host_addr, identity, tweaked_node_factory};
 use crate::{HostId, LinkConfig, World};
 
 /// The byte at `offset` of the transfer pattern for `seed`: cheap, and different for every
@@ -237,14 +237,11 @@ pub fn transfer(p: TransferParams) -> (World<Node>, Rc<RefCell<TransferOutcome>>
     let mut w: World<Node> = World::new(p.seed);
     w.set_default_link(p.link);
     for i in 0..2 {
-        let mut make = node_factory(i);
-        let tweak = p.tweak;
-        w.add_host(format!("n{i}"), host_addr(i), move |s| {
-            let n = make(s);
-            let mut c = n.config().clone();
-            tweak(&mut c);
-            Node::new(c, identity(i), s.now).unwrap_or(n)
-        });
+        w.add_host(
+            format!("n{i}"),
+            host_addr(i),
+            tweaked_node_factory(i, p.tweak),
+        );
     }
     w.at(Instant::from_millis(10), connect);
     let outcome = Rc::new(RefCell::new(TransferOutcome::default()));

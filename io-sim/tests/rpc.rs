@@ -8,18 +8,13 @@
 use std::time::Duration;
 
 use io_sim::rpc::{rpc, RpcOutcome, RpcParams};
-use io_sim::{Fault, GilbertElliott, HostId, LinkConfig, ScheduledFault};
+use io_sim::scenarios::{bottleneck_link, hostile_link, seed_range};
+use io_sim::{Fault, HostId, LinkConfig, ScheduledFault};
 use proto_core::rpc::{RpcError, Shape};
 use proto_core::Instant;
 
 fn link(latency_ms: u64, loss: f64) -> LinkConfig {
-    LinkConfig {
-        latency: Duration::from_millis(latency_ms),
-        bandwidth_bps: Some(100_000_000),
-        queue_bytes: 256 * 1024,
-        loss_ppm: (loss * 1e6) as u32,
-        ..LinkConfig::default()
-    }
+    bottleneck_link(latency_ms, loss)
 }
 
 fn run_with(p: RpcParams, faults: &[ScheduledFault], limit_ms: u64) -> RpcOutcome {
@@ -225,34 +220,11 @@ fn the_same_seed_gives_the_same_trace() {
     assert_ne!(hash(p), hash(RpcParams { seed: 2, ..p }));
 }
 
-fn seeds() -> std::ops::Range<u64> {
-    let spec = std::env::var("RPC_SEEDS").unwrap_or_default();
-    if let Some((a, b)) = spec.split_once("..") {
-        if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
-            return a..b;
-        }
-    }
-    0..spec.parse().unwrap_or(100)
-}
-
 #[test]
 fn seed_sweep_over_hostile_links() {
-    for seed in seeds() {
+    for seed in seed_range("RPC_SEEDS", 100) {
         let mut r = proto_core::Seed::from_u64(seed).rng("rpc-sweep", 0);
-        let mut l = link(1 + r.below(30), r.below(150_001) as f64 / 1e6);
-        l.jitter = Duration::from_micros(r.below(5_000));
-        l.duplicate_ppm = r.below(50_001) as u32;
-        l.reorder_ppm = r.below(100_001) as u32;
-        l.reorder_delay = Duration::from_micros(r.below(10_000));
-        l.corrupt_ppm = r.below(20_001) as u32;
-        if r.below(4) == 0 {
-            l.burst_loss = Some(GilbertElliott {
-                good_to_bad_ppm: 10_000,
-                bad_to_good_ppm: 200_000,
-                loss_good_ppm: l.loss_ppm / 4,
-                loss_bad_ppm: 800_000,
-            });
-        }
+        let l = hostile_link(&mut r, 30, 150_000);
         let p = RpcParams {
             seed,
             calls: 60,

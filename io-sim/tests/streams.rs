@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use io_sim::scenarios::{host_addr, identity, node_factory};
+use io_sim::scenarios::{bottleneck_link, host_addr, identity, node_factory, seed_range};
 use io_sim::transfer::{transfer, TransferOutcome, TransferParams};
 use io_sim::{Fault, GilbertElliott, HostId, LinkConfig, ScheduledFault, World};
 use proptest::prelude::*;
@@ -20,15 +20,8 @@ use proto_core::{Event, Instant, Mode, Node, PeerSpec, ResetOrigin, StreamError,
 const A: HostId = HostId(0);
 const B: HostId = HostId(1);
 
-/// 100 Mbit/s, `latency_ms` each way, a 256 KiB bottleneck queue, random loss `loss`.
 fn link(latency_ms: u64, loss: f64) -> LinkConfig {
-    LinkConfig {
-        latency: Duration::from_millis(latency_ms),
-        bandwidth_bps: Some(100_000_000),
-        queue_bytes: 256 * 1024,
-        loss_ppm: (loss * 1e6) as u32,
-        ..LinkConfig::default()
-    }
+    bottleneck_link(latency_ms, loss)
 }
 
 fn run_with(
@@ -281,33 +274,14 @@ fn unreliable_messages_are_intact_and_never_repeated() {
 
 /// The sweep's seeds: `STREAM_SEEDS=n` for `0..n`, or `STREAM_SEEDS=a..b`.
 fn seeds() -> std::ops::Range<u64> {
-    let spec = std::env::var("STREAM_SEEDS").unwrap_or_default();
-    if let Some((a, b)) = spec.split_once("..") {
-        if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
-            return a..b;
-        }
-    }
-    0..spec.parse().unwrap_or(200)
+    seed_range("STREAM_SEEDS", 200)
 }
 
 /// A random hostile link from a seed: loss up to 30% (random or bursty), jitter, duplication,
 /// reordering and corruption.
 fn hostile_link(seed: u64) -> (LinkConfig, Mode) {
     let mut r = proto_core::Seed::from_u64(seed).rng("stream-sweep", 0);
-    let mut l = link(1 + r.below(40), r.below(300_001) as f64 / 1e6);
-    l.jitter = Duration::from_micros(r.below(5_000));
-    l.duplicate_ppm = r.below(50_001) as u32;
-    l.reorder_ppm = r.below(100_001) as u32;
-    l.reorder_delay = Duration::from_micros(r.below(10_000));
-    l.corrupt_ppm = r.below(20_001) as u32;
-    if r.below(4) == 0 {
-        l.burst_loss = Some(GilbertElliott {
-            good_to_bad_ppm: 10_000,
-            bad_to_good_ppm: 200_000,
-            loss_good_ppm: l.loss_ppm / 4,
-            loss_bad_ppm: 800_000,
-        });
-    }
+    let l = io_sim::scenarios::hostile_link(&mut r, 40, 300_000);
     let mode = if r.below(3) == 0 {
         Mode::Unordered
     } else {
