@@ -799,12 +799,22 @@ fn observer_queue_is_bounded_and_counts_drops() {
         .find(|m| m.direction == Direction::Outbound)
         .unwrap();
     assert_eq!(out.calls, total);
-    p.call("unary", Shape::Unary, Some(b"x"), &CallOptions::default())
-        .unwrap();
-    p.run();
-    // One record was taken, so the next fits: the counter stays (and never goes down).
+    let one_more = |p: &mut Pair| {
+        p.call("unary", Shape::Unary, Some(b"x"), &CallOptions::default())
+            .unwrap();
+        p.run();
+        for req in p.requests() {
+            p.b.rpc_call(req.call).unwrap().reply(p.now, b"ok").unwrap();
+        }
+        p.run();
+    };
+    // One record was taken, so the next fits and the counter stays...
+    one_more(&mut p);
     assert_eq!(p.a.rpc_metrics().observer_dropped_total, total - 1024);
     assert_eq!(p.a.queued_call_records(), 1024);
+    // ...and the one after is dropped and counted.
+    one_more(&mut p);
+    assert_eq!(p.a.rpc_metrics().observer_dropped_total, total - 1024 + 1);
     // Without an observer nothing is queued.
     assert_eq!(p.b.queued_call_records(), 0);
 }

@@ -921,7 +921,12 @@ impl Streams {
             }
         }
         self.sched.remove(id);
-        self.acks.remove(&id);
+        if end.is_none() {
+            self.acks.remove(&id);
+        }
+        // A stream that ended normally keeps its pending acknowledgement: it is sent from
+        // the tombstone. Dropping it would leave the peer's last chunk (its FIN) unacknowledged
+        // until the peer's timer resent it.
         self.nacks.remove(&id);
         self.closing.retain(|(_, s)| *s != id);
         self.tombstone(id, end.map_or(Tomb::Reset(None), Tomb::Closed));

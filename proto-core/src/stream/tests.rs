@@ -442,3 +442,37 @@ fn a_quiet_streams_lost_tail_is_resent_while_other_streams_keep_the_session_busy
     let round = delivered_at.expect("the lost tail was never resent");
     assert!(round <= 10, "resent after {round} rounds of 5 ms");
 }
+
+#[test]
+fn the_last_acknowledgement_survives_the_stream_closing() {
+    // Regression: A's read of B's FIN closes A's side of the stream, and the removal dropped
+    // the acknowledgement A still owed for that FIN; B only got it after resending by timer.
+    let mut p = Pair::new(cfg());
+    let id = p.a.open(Mode::Ordered, Class::App).expect("open");
+    p.a.write(id, b"request").expect("write");
+    p.a.finish(p.now, id).expect("finish");
+    p.run(1);
+    let mut buf = [0u8; 64];
+    assert_eq!(p.b.read(id, &mut buf), Ok(7));
+    assert_eq!(p.b.read(id, &mut buf), Ok(0));
+    p.b.write(id, b"reply").expect("write");
+    p.b.finish(p.now, id).expect("finish");
+    // B's reply and FIN reach A; A reads to the end before anything is sent back.
+    while p.b.wants_send(p.now) {
+        let mut out = vec![0u8; ROOM];
+        let n = p.b.write_frames(p.now, &mut out);
+        for f in Frames::new(&out[..n]) {
+            p.a.on_frame(p.now, &f.expect("decodes"));
+        }
+        p.a.end_packet(p.now);
+    }
+    assert_eq!(p.a.read(id, &mut buf), Ok(5));
+    assert_eq!(p.a.read(id, &mut buf), Ok(0));
+    assert!(events(&mut p.a).contains(&(id, StreamEvent::Closed)));
+    // A still acknowledges B's FIN at once, from the closed stream's tombstone.
+    assert!(p.a.wants_send(p.now), "the acknowledgement is still due");
+    p.run(1);
+    assert!(events(&mut p.b).contains(&(id, StreamEvent::Closed)));
+    assert_eq!(stats(&p.b).retransmits, 0);
+    assert_eq!(stats(&p.b).probes, 0);
+}
