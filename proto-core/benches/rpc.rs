@@ -401,7 +401,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     const N: u64 = 20_000;
     for p in selected() {
-        for conc in [1usize, 16] {
+        for conc in [1usize, 16, 64] {
             g.throughput(Throughput::Elements(N));
             let mut pair = Pair::new(&p);
             g.bench_function(format!("pingpong/c{conc}/{}", p.name()), |b| {
@@ -423,7 +423,9 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
-    paired(rounds);
+    if rounds > 0 {
+        paired(rounds);
+    }
     benches();
     criterion::Criterion::default()
         .configure_from_args()

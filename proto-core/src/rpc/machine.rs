@@ -145,7 +145,8 @@ impl Call {
 pub(crate) struct Rpc {
     pub(crate) cfg: RpcConfig,
     next_call: u64,
-    calls: BTreeMap<CallId, Call>,
+    /// Boxed: a call is a few hundred bytes, and B-tree nodes move their values around.
+    calls: BTreeMap<CallId, Box<Call>>,
     slots: BTreeMap<(SessionId, u32), Slot>,
     links: BTreeMap<SessionId, Link>,
     deadlines: BTreeSet<(Instant, CallId)>,
@@ -156,6 +157,8 @@ pub(crate) struct Rpc {
     pub(crate) stats: RpcStats,
     pub(crate) cursor: u64,
     in_flight: (usize, usize),
+    /// Where stream reads land before they are appended to a call's buffer (zeroed once).
+    scratch: Vec<u8>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -177,6 +180,7 @@ impl Rpc {
             stats: RpcStats::default(),
             cursor: 0,
             in_flight: (0, 0),
+            scratch: alloc::vec![0; READ_CHUNK],
             cfg,
         }
     }
@@ -473,7 +477,7 @@ impl Rpc {
             l.calls.insert(id);
         }
         self.slots.insert((session, stream.0), Slot::Call(id));
-        self.calls.insert(id, call);
+        self.calls.insert(id, Box::new(call));
         self.in_flight.0 += 1;
         self.stats.calls_started += 1;
         self.flush(now, id, streams);
@@ -489,6 +493,7 @@ impl Rpc {
     fn call_mut(&mut self, id: CallId) -> Result<&mut Call, RpcError> {
         self.calls
             .get_mut(&id)
+            .map(|c| &mut **c)
             .ok_or(RpcError::Invalid(Misuse::UnknownCall(id)))
     }
 
@@ -787,7 +792,7 @@ impl Rpc {
             }
             Some(Slot::Pending(buf)) => {
                 let mut buf = core::mem::take(buf);
-                let (eof, _) = read_some(streams, stream, &mut buf, max_body);
+                let (eof, _) = read_some(streams, stream, &mut buf, &mut self.scratch, max_body);
                 self.first_frame(now, session, streams, stream, buf, eof);
             }
             Some(Slot::Control(buf)) => {
@@ -945,7 +950,7 @@ impl Rpc {
             l.calls.insert(id);
         }
         self.slots.insert((session, stream.0), Slot::Call(id));
-        self.calls.insert(id, call);
+        self.calls.insert(id, Box::new(call));
         self.in_flight.1 += 1;
         Some(id)
     }
@@ -959,7 +964,7 @@ impl Rpc {
             };
             let stream = c.stream;
             let mut buf = core::mem::take(&mut c.inbuf);
-            let (eof, got) = read_some(streams, stream, &mut buf, max_body);
+            let (eof, got) = read_some(streams, stream, &mut buf, &mut self.scratch, max_body);
             let mut pos = 0;
             loop {
                 match wr::decode(buf.get(pos..).unwrap_or(&[]), max_body) {
@@ -1186,7 +1191,7 @@ impl Rpc {
     ) {
         let max_body = self.max_body();
         let max_services = self.cfg.max_peer_services;
-        let _ = read_some(streams, stream, &mut buf, max_body);
+        let _ = read_some(streams, stream, &mut buf, &mut self.scratch, max_body);
         let mut pos = 0;
         let mut changed = false;
         loop {
@@ -1295,7 +1300,7 @@ impl Rpc {
 
     /// Takes a live call out of every table (its stream slot is the caller's business).
     fn remove_call(&mut self, id: CallId) -> Option<Call> {
-        let call = self.calls.remove(&id)?;
+        let call = *self.calls.remove(&id)?;
         if let Some(at) = call.deadline {
             self.deadlines.remove(&(at, id));
         }
@@ -1396,7 +1401,7 @@ impl Rpc {
     }
 }
 
-fn c_session(calls: &BTreeMap<CallId, Call>, id: CallId) -> Option<SessionId> {
+fn c_session(calls: &BTreeMap<CallId, Box<Call>>, id: CallId) -> Option<SessionId> {
     calls.get(&id).map(|c| c.session)
 }
 
@@ -1419,32 +1424,25 @@ fn incoming(
     }
 }
 
-/// Reads what `stream` has into `buf` (stopping once `buf` holds more than `limit` bytes, so
-/// the caller can parse first). Returns (end of stream reached, anything read).
+/// Reads what `stream` has into `buf` through `scratch` (stopping once `buf` holds more
+/// than `limit` bytes, so the caller can parse first). Returns (end of stream reached,
+/// anything read).
 fn read_some(
     streams: &mut Streams,
     stream: StreamId,
     buf: &mut Vec<u8>,
+    scratch: &mut [u8],
     limit: usize,
 ) -> (bool, bool) {
     let mut got = false;
     while buf.len() <= limit {
-        let len = buf.len();
-        buf.resize(len + READ_CHUNK, 0);
-        let r = streams.read(stream, buf.get_mut(len..).unwrap_or(&mut []));
-        match r {
-            Ok(0) => {
-                buf.truncate(len);
-                return (true, got);
-            }
+        match streams.read(stream, scratch) {
+            Ok(0) => return (true, got),
             Ok(n) => {
-                buf.truncate(len + n);
+                buf.extend_from_slice(scratch.get(..n).unwrap_or(&[]));
                 got = true;
             }
-            Err(_) => {
-                buf.truncate(len);
-                return (false, got);
-            }
+            Err(_) => return (false, got),
         }
     }
     (false, got)

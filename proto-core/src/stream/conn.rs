@@ -76,6 +76,8 @@ struct Stream {
     /// chunk sent after it and still unacknowledged once a later transmission (of any
     /// stream) was acknowledged is missing, not merely undescribed.
     acks_complete: bool,
+    /// When a graceful close of our direction gives up (its entry in `closing`).
+    close_deadline: Option<Instant>,
 }
 
 /// What is remembered of a stream that ended.
@@ -170,7 +172,8 @@ pub(crate) struct Streams {
     max_chunk: usize,
     local_bit: u32,
     next_local: u32,
-    streams: BTreeMap<u32, Stream>,
+    /// Boxed: a stream is a few hundred bytes, and B-tree nodes move their values around.
+    streams: BTreeMap<u32, alloc::boxed::Box<Stream>>,
     /// Ended streams. Bounded; oldest forgotten first.
     tombstones: BTreeMap<u32, Tomb>,
     /// Every peer-opened id below this that is not live has ended and been forgotten: a
@@ -294,11 +297,15 @@ impl Streams {
             finished_told: false,
             horizon: 0,
             acks_complete: true,
+            close_deadline: None,
         }
     }
 
     fn get(&mut self, id: StreamId) -> Result<&mut Stream, StreamError> {
-        self.streams.get_mut(&id.0).ok_or(StreamError::Unknown(id))
+        self.streams
+            .get_mut(&id.0)
+            .map(|s| &mut **s)
+            .ok_or(StreamError::Unknown(id))
     }
 
     // ---- the application's side ----
@@ -314,7 +321,7 @@ impl Streams {
         let id = self.next_local << 1 | self.local_bit;
         self.next_local += 1;
         let s = self.new_stream(mode, class);
-        self.streams.insert(id, s);
+        self.streams.insert(id, alloc::boxed::Box::new(s));
         self.sched.set_weight(id, self.cfg.default_weight);
         Ok(StreamId(id))
     }
@@ -366,7 +373,9 @@ impl Streams {
         }
         s.send.finish();
         if s.mode.is_reliable() {
-            self.closing.insert((now.saturating_add(timeout), id.0));
+            let at = now.saturating_add(timeout);
+            s.close_deadline = Some(at);
+            self.closing.insert((at, id.0));
         }
         self.sched.activate(id.0);
         Ok(())
@@ -502,7 +511,7 @@ impl Streams {
                 return;
             }
             let s = self.new_stream(f.mode, f.class);
-            self.streams.insert(id, s);
+            self.streams.insert(id, alloc::boxed::Box::new(s));
             self.sched.set_weight(id, self.cfg.default_weight);
             self.events
                 .push_back((StreamId(id), f.class, StreamEvent::Opened { mode: f.mode }));
@@ -911,7 +920,7 @@ impl Streams {
 
     /// Removes a stream and everything it had in flight; `end` is its receive cumulative
     /// point if it ended normally.
-    fn remove(&mut self, id: u32, end: Option<u64>) -> Option<Stream> {
+    fn remove(&mut self, id: u32, end: Option<u64>) -> Option<alloc::boxed::Box<Stream>> {
         let s = self.streams.remove(&id)?;
         for (_, c) in s.send.outstanding() {
             // Forgotten, not lost: the congestion controller hears nothing (a reset is not
@@ -928,7 +937,9 @@ impl Streams {
         // the tombstone. Dropping it would leave the peer's last chunk (its FIN) unacknowledged
         // until the peer's timer resent it.
         self.nacks.remove(&id);
-        self.closing.retain(|(_, s)| *s != id);
+        if let Some(at) = s.close_deadline {
+            self.closing.remove(&(at, id));
+        }
         self.tombstone(id, end.map_or(Tomb::Reset(None), Tomb::Closed));
         Some(s)
     }
@@ -958,7 +969,9 @@ impl Streams {
         };
         if s.send.is_done() && !s.acknowledged_told {
             s.acknowledged_told = true;
-            self.closing.retain(|(_, c)| *c != id);
+            if let Some(at) = s.close_deadline.take() {
+                self.closing.remove(&(at, id));
+            }
             self.events
                 .push_back((StreamId(id), s.class, StreamEvent::Acknowledged));
         }
