@@ -344,12 +344,16 @@ fn paired(rounds: usize) {
     );
     println!("| --- | ---: | ---: | ---: | ---: |");
     for p in selected() {
-        let mut c1 = None;
         for c in [1usize, 4, 16, 64] {
             let mut pair = Pair::new(&p);
             pair.unary(CALLS / 10, c);
             pair.pingpong(CALLS / 10, c);
             let (mut pp, mut un, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+            let before = pair.a.stats().datagrams_out + pair.b.stats().datagrams_out;
+            pair.unary(CALLS, c);
+            let per_call = (pair.a.stats().datagrams_out + pair.b.stats().datagrams_out - before)
+                as f64
+                / CALLS as f64;
             for round in 0..rounds {
                 let mut run_pp = || pair.pingpong(CALLS, c);
                 let (x, y);
@@ -365,9 +369,8 @@ fn paired(rounds: usize) {
                 ratio.push(y / x);
             }
             let u = median(&mut un);
-            c1.get_or_insert(u);
             println!(
-                "| {} | {c} | {:.0} | {:.0} | {:.2} |",
+                "| {} | {c} | {:.0} | {:.0} | {:.2} | {per_call:.2} |",
                 p.name(),
                 median(&mut pp),
                 u,
@@ -386,7 +389,7 @@ fn paired(rounds: usize) {
             ratio.push(s / d);
         }
         println!(
-            "| {} | stream | 64-byte datagrams/s {:.0} | server-streaming msgs/s {:.0} | {:.2} |",
+            "| {} | stream | 64-byte datagrams/s {:.0} | server-streaming msgs/s {:.0} | {:.2} | |",
             p.name(),
             median(&mut dg),
             median(&mut st),
@@ -401,7 +404,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     const N: u64 = 20_000;
     for p in selected() {
-        for conc in [1usize, 16, 64] {
+        for conc in [1usize, 4, 16, 64] {
             g.throughput(Throughput::Elements(N));
             let mut pair = Pair::new(&p);
             g.bench_function(format!("pingpong/c{conc}/{}", p.name()), |b| {

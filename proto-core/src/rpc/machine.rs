@@ -16,6 +16,7 @@
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use super::cancel::{Attach, Tokens};
@@ -80,8 +81,8 @@ struct Call {
     peer: NodeId,
     client: bool,
     shape: Shape,
-    service: String,
-    method: String,
+    service: Arc<str>,
+    method: Arc<str>,
     started: Instant,
     deadline: Option<Instant>,
     token: Option<super::CancelToken>,
@@ -159,7 +160,19 @@ pub(crate) struct Rpc {
     in_flight: (usize, usize),
     /// Where stream reads land before they are appended to a call's buffer (zeroed once).
     scratch: Vec<u8>,
+    /// Service and method names seen, shared by every call that names them (bounded by
+    /// `MAX_NAMES`; beyond it names are allocated per call).
+    names: BTreeMap<String, Arc<str>>,
+    /// Byte buffers of finished calls, reused by new ones (at most `MAX_SPARE_BUFFERS`).
+    spare: Vec<Vec<u8>>,
 }
+
+/// Names kept by [`Rpc::intern`].
+const MAX_NAMES: usize = 4096;
+/// Buffers kept for reuse.
+const MAX_SPARE_BUFFERS: usize = 256;
+/// Larger buffers are not kept.
+const MAX_SPARE_CAPACITY: usize = 64 * 1024;
 
 fn valid_name(n: &str) -> bool {
     !n.is_empty() && n.len() <= MAX_NAME_LEN
@@ -181,6 +194,8 @@ impl Rpc {
             cursor: 0,
             in_flight: (0, 0),
             scratch: alloc::vec![0; READ_CHUNK],
+            names: BTreeMap::new(),
+            spare: Vec::new(),
             cfg,
         }
     }
@@ -190,6 +205,32 @@ impl Rpc {
             .max_message
             .max(MAX_CONTROL_BODY)
             .saturating_add(16)
+    }
+
+    /// The shared copy of a service or method name.
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(a) = self.names.get(name) {
+            return Arc::clone(a);
+        }
+        let a: Arc<str> = Arc::from(name);
+        if self.names.len() < MAX_NAMES {
+            self.names.insert(String::from(name), Arc::clone(&a));
+        }
+        a
+    }
+
+    fn take_buf(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    fn give_buf(&mut self, mut b: Vec<u8>) {
+        if b.capacity() > 0
+            && b.capacity() <= MAX_SPARE_CAPACITY
+            && self.spare.len() < MAX_SPARE_BUFFERS
+        {
+            b.clear();
+            self.spare.push(b);
+        }
     }
 
     fn fresh_call(&mut self) -> CallId {
@@ -409,7 +450,7 @@ impl Rpc {
         } else {
             0
         };
-        let mut out = Vec::with_capacity(64 + spec.body.map_or(0, <[u8]>::len));
+        let mut out = self.take_buf();
         let meta = opts
             .metadata
             .iter()
@@ -444,12 +485,12 @@ impl Rpc {
             peer,
             client: true,
             shape: spec.shape,
-            service: String::from(spec.service),
-            method: String::from(spec.method),
+            service: self.intern(spec.service),
+            method: self.intern(spec.method),
             started: now,
             deadline,
             token: opts.cancel,
-            inbuf: Vec::new(),
+            inbuf: self.take_buf(),
             out,
             out_pos: 0,
             finish_when_flushed: unary,
@@ -702,7 +743,7 @@ impl Rpc {
                 message: detail.to_string(),
             }
         };
-        self.record(now, id, &call, outcome);
+        self.record(now, id, call, outcome);
         Ok(())
     }
 
@@ -886,15 +927,15 @@ impl Rpc {
             peer,
             client: false,
             shape: h.shape,
-            service: String::from(h.service),
-            method: String::from(h.method),
+            service: self.intern(h.service),
+            method: self.intern(h.method),
             started: now,
             deadline: h
                 .deadline_us
                 .map(|us| now.saturating_add(core::time::Duration::from_micros(us))),
             token: None,
             inbuf: Vec::new(),
-            out: Vec::new(),
+            out: self.take_buf(),
             out_pos: 0,
             finish_when_flushed: false,
             fin: false,
@@ -930,7 +971,7 @@ impl Rpc {
             self.record(
                 now,
                 id,
-                &call,
+                call,
                 Outcome::Error {
                     status: Some(code),
                     message: String::from(why),
@@ -1357,7 +1398,7 @@ impl Rpc {
             });
             RpcEvent::Reply { call: id, result }
         };
-        self.record(now, id, &call, outcome);
+        self.record(now, id, call, outcome);
         self.events.push_back(ev);
     }
 
@@ -1370,15 +1411,17 @@ impl Rpc {
                 message: String::from("transport failed"),
             },
         };
-        self.record(now, id, &call, outcome);
+        let surfaced = call.surfaced;
+        self.record(now, id, call, outcome);
         // A call whose request never surfaced is unknown to the application: no event.
-        if call.surfaced {
+        if surfaced {
             self.events
                 .push_back(RpcEvent::Aborted { call: id, reason });
         }
     }
 
-    fn record(&mut self, now: Instant, id: CallId, call: &Call, outcome: Outcome) {
+    /// Counts a finished call, offers its record to the observer, and keeps its buffers.
+    fn record(&mut self, now: Instant, id: CallId, call: Call, outcome: Outcome) {
         let direction = if call.client {
             Direction::Outbound
         } else {
@@ -1398,6 +1441,8 @@ impl Rpc {
             },
             outcome,
         );
+        self.give_buf(call.inbuf);
+        self.give_buf(call.out);
     }
 }
 
@@ -1415,8 +1460,8 @@ fn incoming(
         call: id,
         session: c.session,
         peer: c.peer,
-        service: c.service.clone(),
-        method: c.method.clone(),
+        service: Arc::clone(&c.service),
+        method: Arc::clone(&c.method),
         shape: c.shape,
         deadline: c.deadline,
         metadata,

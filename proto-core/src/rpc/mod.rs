@@ -414,9 +414,9 @@ pub struct Incoming {
     /// The caller.
     pub peer: NodeId,
     /// The service.
-    pub service: String,
+    pub service: alloc::sync::Arc<str>,
     /// The method.
-    pub method: String,
+    pub method: alloc::sync::Arc<str>,
     /// The shape.
     pub shape: Shape,
     /// When the caller's deadline passes, on this node's clock.

@@ -240,7 +240,7 @@ fn unary_call_and_reply_each_fit_one_datagram() {
     p.drain();
     let req = p.requests().pop().expect("request surfaced");
     assert_eq!(
-        (req.service.as_str(), req.method.as_str(), req.shape),
+        (&*req.service, &*req.method, req.shape),
         ("svc", "unary", Shape::Unary)
     );
     assert_eq!(req.body.as_deref(), Some(&b"ping"[..]));
