@@ -49,6 +49,8 @@ pub struct RpcParams {
     pub cancel_every: usize,
     /// Use `call_service` (otherwise `call` to host 1).
     pub via_service: bool,
+    /// Response credit of streaming calls.
+    pub credit: Credit,
     /// Adjusts every node's config.
     pub tweak: fn(&mut proto_core::Config),
 }
@@ -74,6 +76,7 @@ impl Default for RpcParams {
             deadline: Some(Duration::from_secs(20)),
             cancel_every: 0,
             via_service: false,
+            credit: Credit::Auto(8),
             tweak: |_| {},
         }
     }
@@ -90,6 +93,8 @@ pub struct RpcOutcome {
     pub failed: Vec<(u64, RpcError)>,
     /// Latency of each successful unary call, in virtual time.
     pub unary_latencies: Vec<Duration>,
+    /// When the first call started.
+    pub started_at: Option<Instant>,
     /// When the last call resolved.
     pub finished_at: Option<Instant>,
     /// Calls each server received (by host).
@@ -188,7 +193,7 @@ impl App {
             let opts = CallOptions {
                 deadline: self.p.deadline,
                 cancel,
-                credit: Credit::Auto(8),
+                credit: self.p.credit,
                 ..CallOptions::default()
             };
             // Every request starts with message 0, which carries the call's number.
@@ -212,7 +217,10 @@ impl App {
                 Err(e) => return Err(format!("call {n} could not start: {e}")),
             };
             self.next += 1;
-            self.out.borrow_mut().started += 1;
+            let mut out = self.out.borrow_mut();
+            out.started += 1;
+            out.started_at.get_or_insert(now);
+            drop(out);
             let sent = u32::from(shape.streams_requests());
             self.live.insert(
                 call,

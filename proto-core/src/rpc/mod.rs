@@ -267,8 +267,11 @@ pub enum Credit {
 }
 
 impl Default for Credit {
+    /// Automatic, 256 messages: a window of message count has to cover the path's
+    /// bandwidth-delay product in messages (at 10 ms RTT, 256 in flight is 25,600 messages
+    /// per second), and the receiver holds none of them (each is delivered as an event).
     fn default() -> Credit {
-        Credit::Auto(32)
+        Credit::Auto(256)
     }
 }
 
