@@ -26,6 +26,8 @@ mod observe;
 pub mod resilience;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "typed")]
+pub mod typed;
 
 use alloc::string::String;
 use alloc::vec::Vec;

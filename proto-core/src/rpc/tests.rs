@@ -876,3 +876,66 @@ fn rpc_streams_are_invisible_to_the_stream_api() {
     // Stream 0 is the call's (the initiator's first); the application cannot touch it.
     assert!(p.a.stream(s, crate::StreamId(0)).is_err());
 }
+
+#[cfg(feature = "typed")]
+#[test]
+fn typed_calls_map_bad_requests_and_handler_errors() {
+    use super::typed::{self, Json, Postcard};
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Div {
+        a: i64,
+        b: i64,
+    }
+
+    fn serve_one<C: typed::Codec>(p: &mut Pair) {
+        for req in p.requests() {
+            let out = typed::handle::<C, Div, i64, &str>(req.body.as_deref().unwrap_or(&[]), |d| {
+                d.a.checked_div(d.b).ok_or("division by zero")
+            });
+            let mut h = p.b.rpc_call(req.call).unwrap();
+            typed::respond(&mut h, p.now, out).unwrap();
+        }
+        p.run();
+    }
+
+    let mut p = Pair::new();
+    p.serve_all();
+    let opts = CallOptions::default();
+    let ok = typed::encode::<Json, _>(&Div { a: 7, b: 2 }).unwrap();
+    let zero = typed::encode::<Json, _>(&Div { a: 7, b: 0 }).unwrap();
+    let c_ok = p.call("unary", Shape::Unary, Some(&ok), &opts).unwrap();
+    let c_zero = p.call("unary", Shape::Unary, Some(&zero), &opts).unwrap();
+    let c_bad = p
+        .call("unary", Shape::Unary, Some(b"not json"), &opts)
+        .unwrap();
+    p.run();
+    serve_one::<Json>(&mut p);
+    let typed_reply =
+        |p: &Pair, c| typed::decode_reply::<Json, i64>(reply_of(&p.ea, c).unwrap().clone());
+    assert_eq!(typed_reply(&p, c_ok), Ok(3));
+    assert!(matches!(
+        typed_reply(&p, c_zero),
+        Err(RpcError::ServerError { status: 0x8001, ref message }) if message == "division by zero"
+    ));
+    assert!(matches!(
+        typed_reply(&p, c_bad),
+        Err(RpcError::ServerError { status: 0x8000, .. })
+    ));
+    // A reply the caller's type does not match is a decode error on the caller's side.
+    assert!(matches!(
+        typed::decode_reply::<Json, String>(reply_of(&p.ea, c_ok).unwrap().clone()),
+        Err(RpcError::Codec {
+            direction: CodecDirection::Decode,
+            ..
+        })
+    ));
+    // postcard: the compact codec, same mapping.
+    let body = typed::encode::<Postcard, _>(&Div { a: 9, b: 3 }).unwrap();
+    assert!(body.len() < ok.len());
+    let c = p.call("unary", Shape::Unary, Some(&body), &opts).unwrap();
+    p.run();
+    serve_one::<Postcard>(&mut p);
+    let got = typed::decode_reply::<Postcard, i64>(reply_of(&p.ea, c).unwrap().clone());
+    assert_eq!(got, Ok(3));
+}
