@@ -1,7 +1,7 @@
 //! The typed nRPC layer (feature `typed`): requests and responses as serde types, encoded
 //! with a [`Codec`]: [`Json`] by default, [`Postcard`] when compact bytes matter.
 //!
-//! It owns only encoding and the status mapping; calls still go through the [`Node`] and its
+//! It owns only encoding and the status mapping; calls still go through the [`Node`](crate::Node) and its
 //! events. A caller encodes with [`encode`] (failure: `Codec { direction: Encode }`) and
 //! decodes replies and streamed messages with [`decode`] / [`decode_reply`] (failure:
 //! `Codec { direction: Decode }`). A server runs its handler through [`handle`], which turns
