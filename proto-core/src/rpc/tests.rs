@@ -939,3 +939,90 @@ fn typed_calls_map_bad_requests_and_handler_errors() {
     let got = typed::decode_reply::<Postcard, i64>(reply_of(&p.ea, c).unwrap().clone());
     assert_eq!(got, Ok(3));
 }
+
+#[test]
+fn retry_and_breaker_drive_calls_from_outcomes() {
+    use super::resilience::{Backoff, BreakerConfig, BreakerState, CircuitBreaker, RetryPolicy};
+    // The peer is not connected yet: NoRoute, retried after the backoff; by then the session
+    // is up and the retry succeeds.
+    let mut a = node(1, |_| {});
+    let b_id = Identity::from_seed(&Seed::from_u64(102)).node_id();
+    let opts = CallOptions::default();
+    let spec = CallSpec {
+        service: "svc",
+        method: "unary",
+        shape: Shape::Unary,
+        body: Some(b"x"),
+        options: &opts,
+    };
+    let first = a.call(Instant::ZERO, &b_id, spec);
+    assert_eq!(first, Err(RpcError::NoRoute));
+    let mut backoff = Backoff::new(RetryPolicy::default(), &Seed::from_u64(5));
+    let delay = backoff
+        .next(&RpcError::NoRoute)
+        .expect("NoRoute is retried");
+    let mut p = Pair::new();
+    p.serve_all();
+    p.advance(delay);
+    let call = p
+        .call("unary", Shape::Unary, Some(b"x"), &opts)
+        .expect("the retry starts");
+    p.run();
+    for req in p.requests() {
+        p.b.rpc_call(req.call).unwrap().reply(p.now, b"ok").unwrap();
+    }
+    p.run();
+    assert_eq!(reply_of(&p.ea, call), Some(&Ok(b"ok".to_vec())));
+    // A failing server trips the breaker; the cooldown lets one probe through; its success
+    // closes it again.
+    let mut br = CircuitBreaker::new(BreakerConfig {
+        failure_threshold: 3,
+        cooldown: Duration::from_secs(1),
+    });
+    let mut failing = true;
+    for _ in 0..6 {
+        if br.try_acquire(p.now).is_err() {
+            continue;
+        }
+        let c = p.call("unary", Shape::Unary, Some(b"x"), &opts).unwrap();
+        p.run();
+        for req in p.requests() {
+            let mut h = p.b.rpc_call(req.call).unwrap();
+            if failing {
+                h.finish(p.now, status::INTERNAL, "down").unwrap();
+            } else {
+                h.reply(p.now, b"up").unwrap();
+            }
+        }
+        p.run();
+        let r = reply_of(&p.ea, c).cloned().expect("resolved");
+        if let Err(e) = &r {
+            let mut fresh = Backoff::new(RetryPolicy::default(), &Seed::from_u64(6));
+            assert_eq!(fresh.next(e), None, "a server error is not retried");
+        }
+        br.on_result(p.now, &r);
+    }
+    assert!(matches!(br.state(), BreakerState::Open { .. }));
+    assert_eq!(br.trips, 1);
+    assert!(
+        br.try_acquire(p.now).is_err(),
+        "open: refused without a call"
+    );
+    failing = false;
+    p.advance(Duration::from_secs(1));
+    assert!(br.try_acquire(p.now).is_ok(), "the probe");
+    assert_eq!(br.state(), BreakerState::HalfOpen);
+    let c = p.call("unary", Shape::Unary, Some(b"x"), &opts).unwrap();
+    p.run();
+    for req in p.requests() {
+        let mut h = p.b.rpc_call(req.call).unwrap();
+        if failing {
+            h.finish(p.now, status::INTERNAL, "down").unwrap();
+        } else {
+            h.reply(p.now, b"up").unwrap();
+        }
+    }
+    p.run();
+    br.on_result(p.now, reply_of(&p.ea, c).unwrap());
+    assert_eq!(br.state(), BreakerState::Closed { failures: 0 });
+}
