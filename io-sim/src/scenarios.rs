@@ -18,7 +18,7 @@ use crate::{HostId, HostSetup, World};
 /// Parameters shared by the scenarios.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params {
-    /// Scenario name (`mesh`, `echo` or `transfer`).
+    /// Scenario name (`mesh`, `echo`, `transfer` or `rpc`).
     pub scenario: String,
     /// World seed.
     pub seed: u64,
@@ -31,7 +31,7 @@ pub struct Params {
     /// Faults on schedule.
     pub faults: Vec<ScheduledFault>,
     /// Datagrams each host sends to each peer (mesh) or to the echo server (echo); KiB moved
-    /// over one stream (transfer).
+    /// over one stream (transfer); calls made (rpc).
     pub messages: usize,
 }
 
@@ -430,6 +430,42 @@ pub fn transfer(p: &Params) -> World<Node> {
             let message = format!(
                 "transfer neither finished nor failed: {} of {bytes} bytes read, sender reset {:?}, receiver reset {:?}",
                 o.received, o.sender_reset, o.receiver_reset
+            );
+            drop(o);
+            w.violation(message);
+        }
+    });
+    w
+}
+
+/// `rpc`: host 0 makes `messages` nRPC calls of all four shapes to `nodes − 1` servers
+/// through `call_service` (the [`crate::rpc`] workload, every answer checked as it arrives;
+/// 8 in flight, 10 s deadlines), under the scenario's links and faults. At the end of the run
+/// every call started must have resolved; a call still waiting is a violation (a hang).
+pub fn rpc(p: &Params) -> World<Node> {
+    let params = crate::rpc::RpcParams {
+        seed: p.seed,
+        servers: p.nodes.saturating_sub(1).max(1),
+        calls: p.messages,
+        link: p.link,
+        via_service: true,
+        deadline: Some(Duration::from_secs(10)),
+        ..crate::rpc::RpcParams::default()
+    };
+    let (mut w, out) = crate::rpc::rpc(params);
+    for f in &p.faults {
+        w.schedule(f.clone());
+    }
+    let end = (Instant::ZERO + p.duration).saturating_sub(Duration::from_nanos(1));
+    w.at(end, move |w| {
+        let o = out.borrow();
+        if o.unresolved() > 0 {
+            let message = format!(
+                "{} of {} calls never resolved ({} ok, {} failed)",
+                o.unresolved(),
+                o.started,
+                o.ok,
+                o.failed.len()
             );
             drop(o);
             w.violation(message);

@@ -2,7 +2,7 @@
 //! shrink failures.
 //!
 //! ```text
-//! net-sim run   [--scenario mesh|echo|transfer] [--seed N] [--nodes N] [--duration-ms MS] [--messages N]
+//! net-sim run   [--scenario mesh|echo|transfer|rpc] [--seed N] [--nodes N] [--duration-ms MS] [--messages N]
 //!               [--latency-ms MS | --latency-us US] [--jitter-ms MS | --jitter-us US] [--loss P]
 //!               [--dup P] [--reorder P] [--reorder-delay-us US] [--corrupt P]
 //!               [--bandwidth-bps BPS] [--queue-bytes N] [--mtu N] [--burst G2B,B2G,LG,LB]
@@ -29,7 +29,7 @@ struct Options {
 }
 
 fn usage() -> String {
-    "usage: net-sim run|sweep|list [--scenario mesh|echo|transfer] [--seed N] [--seeds A..B (sweep)] \
+    "usage: net-sim run|sweep|list [--scenario mesh|echo|transfer|rpc] [--seed N] [--seeds A..B (sweep)] \
      [--nodes N] [--duration-ms MS] [--messages N] [--latency-ms MS|--latency-us US] \
      [--jitter-ms MS|--jitter-us US] [--loss P] [--dup P] [--reorder P] [--reorder-delay-us US] \
      [--corrupt P] [--bandwidth-bps BPS] [--queue-bytes N] [--mtu N] [--burst G2B,B2G,LG,LB] \
@@ -193,6 +193,7 @@ fn run_once(p: &Params, trace: Option<&str>, stop_at: Option<u64>) -> Result<Out
         "mesh" => drive(scenarios::mesh(p), p, trace, stop_at),
         "echo" => drive(scenarios::echo(p), p, trace, stop_at),
         "transfer" => drive(scenarios::transfer(p), p, trace, stop_at),
+        "rpc" => drive(scenarios::rpc(p), p, trace, stop_at),
         other => Err(format!("unknown scenario {other} (try: net-sim list)")),
     }
 }
@@ -322,6 +323,10 @@ fn main() -> ExitCode {
         println!(
             "transfer  host 0 sends --messages KiB to host 1 over one stream, every byte checked \
              (2 nodes; the run fails if the transfer neither finishes nor fails with both ends told)"
+        );
+        println!(
+            "rpc  host 0 makes --messages nRPC calls of all four shapes to the other nodes via \
+             call_service, every answer checked (the run fails if a call never resolves)"
         );
         return ExitCode::SUCCESS;
     }

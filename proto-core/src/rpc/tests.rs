@@ -975,6 +975,17 @@ fn retry_and_breaker_drive_calls_from_outcomes() {
     assert_eq!(reply_of(&p.ea, call), Some(&Ok(b"ok".to_vec())));
     // A failing server trips the breaker; the cooldown lets one probe through; its success
     // closes it again.
+    let answer = |p: &mut Pair, failing: bool| {
+        for req in p.requests() {
+            let mut h = p.b.rpc_call(req.call).unwrap();
+            if failing {
+                h.finish(p.now, status::INTERNAL, "down").unwrap();
+            } else {
+                h.reply(p.now, b"up").unwrap();
+            }
+        }
+        p.run();
+    };
     let mut br = CircuitBreaker::new(BreakerConfig {
         failure_threshold: 3,
         cooldown: Duration::from_secs(1),
@@ -986,15 +997,7 @@ fn retry_and_breaker_drive_calls_from_outcomes() {
         }
         let c = p.call("unary", Shape::Unary, Some(b"x"), &opts).unwrap();
         p.run();
-        for req in p.requests() {
-            let mut h = p.b.rpc_call(req.call).unwrap();
-            if failing {
-                h.finish(p.now, status::INTERNAL, "down").unwrap();
-            } else {
-                h.reply(p.now, b"up").unwrap();
-            }
-        }
-        p.run();
+        answer(&mut p, failing);
         let r = reply_of(&p.ea, c).cloned().expect("resolved");
         if let Err(e) = &r {
             let mut fresh = Backoff::new(RetryPolicy::default(), &Seed::from_u64(6));
@@ -1014,15 +1017,7 @@ fn retry_and_breaker_drive_calls_from_outcomes() {
     assert_eq!(br.state(), BreakerState::HalfOpen);
     let c = p.call("unary", Shape::Unary, Some(b"x"), &opts).unwrap();
     p.run();
-    for req in p.requests() {
-        let mut h = p.b.rpc_call(req.call).unwrap();
-        if failing {
-            h.finish(p.now, status::INTERNAL, "down").unwrap();
-        } else {
-            h.reply(p.now, b"up").unwrap();
-        }
-    }
-    p.run();
+    answer(&mut p, failing);
     br.on_result(p.now, reply_of(&p.ea, c).unwrap());
     assert_eq!(br.state(), BreakerState::Closed { failures: 0 });
 }
