@@ -103,6 +103,8 @@ pub struct RpcOutcome {
     pub server_cancels: usize,
     /// Deadlines the servers saw.
     pub server_deadlines: usize,
+    /// When each call still in flight started, by call number.
+    pub in_flight: BTreeMap<u64, Instant>,
 }
 
 impl RpcOutcome {
@@ -110,6 +112,13 @@ impl RpcOutcome {
     #[must_use]
     pub fn unresolved(&self) -> usize {
         self.started - self.ok - self.failed.len()
+    }
+
+    /// Calls that started before `before` and have not resolved: with deadlines, a call
+    /// still waiting well past its deadline hangs.
+    #[must_use]
+    pub fn unresolved_since(&self, before: Instant) -> usize {
+        self.in_flight.values().filter(|at| **at < before).count()
     }
 }
 
@@ -220,6 +229,7 @@ impl App {
             let mut out = self.out.borrow_mut();
             out.started += 1;
             out.started_at.get_or_insert(now);
+            out.in_flight.insert(n, now);
             drop(out);
             let sent = u32::from(shape.streams_requests());
             self.live.insert(
@@ -290,6 +300,7 @@ impl App {
                     .live
                     .remove(call)
                     .ok_or_else(|| format!("reply for a call not in flight: {call}"))?;
+                self.out.borrow_mut().in_flight.remove(&p.n);
                 match result {
                     Ok(body) => {
                         let want = match p.shape {
@@ -317,6 +328,7 @@ impl App {
                     .live
                     .remove(call)
                     .ok_or_else(|| format!("end for a call not in flight: {call}"))?;
+                self.out.borrow_mut().in_flight.remove(&p.n);
                 match result {
                     Ok(()) if p.got != self.p.stream_len => {
                         return Err(format!(

@@ -250,3 +250,31 @@ fn seed_sweep_over_hostile_links() {
         }
     }
 }
+
+#[test]
+fn call_service_moves_off_a_crashed_provider() {
+    // Three providers; one crashes. Its session lives on until the idle timeout, but once it
+    // has answered nothing through a probe and a timeout, `call_service` stops picking it:
+    // only the calls already in flight to it fail (by their deadline).
+    let p = RpcParams {
+        servers: 3,
+        calls: 1_500,
+        concurrency: 8,
+        via_service: true,
+        link: link(5, 0.0),
+        deadline: Some(Duration::from_secs(3)),
+        ..RpcParams::default()
+    };
+    let crash = [ScheduledFault {
+        at: Instant::from_millis(400),
+        fault: Fault::Crash(HostId(1)),
+    }];
+    let o = run_with(p, &crash, 20_000);
+    assert_eq!(o.started, 1_500, "{o:?}");
+    assert_eq!(o.unresolved(), 0);
+    assert!(o.failed.len() <= 16, "{:?}", o.failed);
+    assert!(
+        o.finished_at.unwrap() < Instant::from_millis(10_000),
+        "{o:?}"
+    );
+}

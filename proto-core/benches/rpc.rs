@@ -340,9 +340,9 @@ fn paired(rounds: usize) {
     const MESSAGES: u64 = 400_000;
     println!("paired: {rounds} rounds, medians; both nodes on one core, no link delay");
     println!(
-        "| provider | in flight | datagram ping-pongs/s | unary calls/s | calls / ping-pongs |"
+        "| provider | in flight | datagram ping-pongs/s | unary calls/s | calls / ping-pongs | datagrams per call |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for p in selected() {
         for c in [1usize, 4, 16, 64] {
             let mut pair = Pair::new(&p);

@@ -189,6 +189,7 @@ impl Node {
                     key: s,
                     peer,
                     srtt: est.streams.srtt(),
+                    stalled: est.streams.stalled(),
                 }),
                 _ => None,
             })

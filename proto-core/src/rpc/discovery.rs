@@ -142,6 +142,9 @@ pub(crate) struct Candidate<K> {
     pub(crate) key: K,
     pub(crate) peer: NodeId,
     pub(crate) srtt: Option<Duration>,
+    /// Its session acknowledged nothing through a probe and a timeout: picked only when
+    /// every provider is stalled.
+    pub(crate) stalled: bool,
 }
 
 /// Picks one of `c` by `policy`, advancing `cursor` (a running count that makes ties rotate).
@@ -150,6 +153,9 @@ pub(crate) fn select<K: Copy>(
     policy: Selection,
     cursor: &mut u64,
 ) -> Option<Candidate<K>> {
+    if c.iter().any(|x| !x.stalled) {
+        c.retain(|x| !x.stalled);
+    }
     if c.is_empty() {
         return None;
     }
@@ -191,7 +197,28 @@ mod tests {
             key: n,
             peer: peer(n),
             srtt: ms.map(Duration::from_millis),
+            stalled: false,
         }
+    }
+
+    #[test]
+    fn stalled_providers_are_picked_only_when_all_are() {
+        let mut cursor = 0;
+        let dead = Candidate {
+            stalled: true,
+            ..cand(1, Some(1))
+        };
+        let live = cand(2, Some(50));
+        for _ in 0..4 {
+            let got = select(vec![dead, live], Selection::Nearest, &mut cursor);
+            assert_eq!(got.map(|c| c.key), Some(2), "the nearer one looks dead");
+        }
+        let got = select(vec![dead], Selection::RoundRobin, &mut cursor);
+        assert_eq!(
+            got.map(|c| c.key),
+            Some(1),
+            "better a stalled one than none"
+        );
     }
 
     #[test]

@@ -436,6 +436,12 @@ impl Streams {
         self.streams.len()
     }
 
+    /// Whether the peer has acknowledged nothing through a probe and a retransmission
+    /// timeout while chunks are outstanding: the path (or the peer) looks dead.
+    pub(crate) fn stalled(&self) -> bool {
+        self.pto_count >= 2 && !self.sent.is_empty()
+    }
+
     /// The session's smoothed RTT, once measured.
     pub(crate) fn srtt(&self) -> Option<Duration> {
         self.rtt.srtt()
