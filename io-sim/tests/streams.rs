@@ -549,7 +549,7 @@ proptest! {
 /// NACKs about the dead stream prompt it again.
 #[test]
 fn a_reset_lost_in_a_long_partition_arrives_after_the_heal() {
-    for (seed, bytes) in [(111, 2 << 20), (112, 40_000)] {
+    for (seed, bytes) in [(111, 2 << 20), (112, 150_000)] {
         let p = TransferParams {
             seed,
             bytes,

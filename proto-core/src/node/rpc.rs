@@ -281,6 +281,12 @@ impl Node {
             .snapshot(self.rpc.in_flight(), self.rpc.tokens.len())
     }
 
+    /// The RPC machine's table sizes (calls, stream slots, deadlines), for leak tests.
+    #[cfg(test)]
+    pub(crate) fn rpc_tables(&self) -> (usize, usize, usize) {
+        self.rpc.table_sizes()
+    }
+
     /// nRPC counters.
     #[must_use]
     pub fn rpc_stats(&self) -> RpcStats {

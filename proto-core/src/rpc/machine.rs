@@ -239,6 +239,12 @@ impl Rpc {
         id
     }
 
+    /// Sizes of the per-call tables (calls, stream slots, deadlines), for leak tests.
+    #[cfg(test)]
+    pub(crate) fn table_sizes(&self) -> (usize, usize, usize) {
+        (self.calls.len(), self.slots.len(), self.deadlines.len())
+    }
+
     pub(crate) fn in_flight(&self) -> (usize, usize) {
         self.in_flight
     }

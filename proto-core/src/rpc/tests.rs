@@ -1021,3 +1021,40 @@ fn retry_and_breaker_drive_calls_from_outcomes() {
     br.on_result(p.now, reply_of(&p.ea, c).unwrap());
     assert_eq!(br.state(), BreakerState::Closed { failures: 0 });
 }
+
+#[test]
+fn finished_calls_leave_nothing_behind() {
+    let mut p = Pair::new();
+    p.serve_all();
+    let opts = CallOptions {
+        deadline: Some(Duration::from_secs(5)),
+        ..CallOptions::default()
+    };
+    let mut done = 0;
+    for _ in 0..40 {
+        for _ in 0..64 {
+            p.call("unary", Shape::Unary, Some(b"x"), &opts).unwrap();
+        }
+        // Time passes as on a real path (pacing releases what a burst could not carry).
+        for _ in 0..20 {
+            p.advance(Duration::from_millis(1));
+            for req in p.requests() {
+                p.b.rpc_call(req.call).unwrap().reply(p.now, b"y").unwrap();
+            }
+        }
+        done +=
+            p.ea.iter()
+                .filter(|e| matches!(e, RpcEvent::Reply { .. }))
+                .count();
+        p.ea.clear();
+    }
+    p.advance(Duration::from_millis(50));
+    assert_eq!(done, 40 * 64, "every call answered");
+    // Only the announcement streams remain (one slot each side).
+    assert_eq!(p.a.rpc_tables(), (0, 1, 0));
+    assert_eq!(p.b.rpc_tables(), (0, 1, 0));
+    let s = p.a.session_with(&p.b.node_id()).unwrap();
+    assert_eq!(p.a.session_info(s).unwrap().open_streams, 1);
+    let s = p.b.session_with(&p.a.node_id()).unwrap();
+    assert_eq!(p.b.session_info(s).unwrap().open_streams, 1);
+}

@@ -48,6 +48,8 @@ const ACK_EVERY: u32 = 4;
 /// (the default idle timeout is 35 s); the peer talking about the stream later starts them
 /// over.
 const MAX_RESET_TRIES: u32 = 64;
+/// Full packets a pacing burst may always hold.
+const MIN_BURST_PACKETS: i64 = 10;
 /// Scheduler quantum: about one full chunk per weight unit per round.
 const QUANTUM: u64 = 1200;
 
@@ -1008,9 +1010,12 @@ impl Streams {
         })
     }
 
-    /// Most a burst may hold: two full packets, or 2 ms at the pacing rate.
+    /// Most a burst may hold: 2 ms at the pacing rate, and at least `MIN_BURST_PACKETS` full
+    /// packets (as quinn does): a burst of small messages, such as many RPC requests issued
+    /// together, then leaves at once instead of waiting for a rate estimated from traffic that
+    /// was application-limited.
     fn burst(&self, rate: u64) -> i64 {
-        let packet = (self.max_chunk + STREAM_HEADER_LEN) as i64 * 2;
+        let packet = (self.max_chunk + STREAM_HEADER_LEN) as i64 * MIN_BURST_PACKETS;
         i64::try_from(rate / 500).unwrap_or(i64::MAX).max(packet)
     }
 
