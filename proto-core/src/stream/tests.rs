@@ -476,3 +476,46 @@ fn the_last_acknowledgement_survives_the_stream_closing() {
     assert_eq!(stats(&p.b).retransmits, 0);
     assert_eq!(stats(&p.b).probes, 0);
 }
+
+#[test]
+fn a_late_duplicate_of_a_long_gone_stream_is_never_opened_again() {
+    // Tombstones are bounded (16 with max_streams 4). A chunk of a peer stream that ended so
+    // long ago that its tombstone was forgotten must not open it again: for nRPC that would
+    // run the call twice.
+    let mut p = Pair::new(cfg());
+    let mut first: Option<Vec<u8>> = None;
+    for i in 0..24u8 {
+        let id = p.a.open(Mode::Ordered, Class::App).expect("open");
+        p.a.write(id, &[i; 10]).expect("write");
+        p.a.finish(p.now, id).expect("finish");
+        p.run(1);
+        if first.is_none() {
+            first = p.a_packets.first().cloned();
+        }
+        let mut buf = [0u8; 32];
+        assert_eq!(p.b.read(id, &mut buf), Ok(10));
+        assert_eq!(p.b.read(id, &mut buf), Ok(0));
+        p.b.finish(p.now, id).expect("finish");
+        p.run(2);
+        let mut buf = [0u8; 8];
+        let _ = p.a.read(id, &mut buf);
+        p.run(1);
+    }
+    let _ = events(&mut p.b);
+    let replay = first.expect("stream 0's first packet");
+    for f in Frames::new(&replay) {
+        p.b.on_frame(p.now, &f.expect("decodes"));
+    }
+    p.b.end_packet(p.now);
+    let ev = events(&mut p.b);
+    assert!(
+        !ev.iter()
+            .any(|(_, e)| matches!(e, StreamEvent::Opened { .. })),
+        "stream 0 opened again: {ev:?}"
+    );
+    assert_eq!(stats(&p.b).stale, 1);
+    assert!(
+        p.b.wants_send(p.now),
+        "a RESET tells a sender that might still wait"
+    );
+}
