@@ -192,6 +192,51 @@ pub enum Misuse {
     BadCredit,
 }
 
+impl fmt::Display for Misuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Misuse::UnknownCall(c) => write!(f, "no live {c}: it finished, failed or never existed"),
+            Misuse::WrongSide => f.write_str(
+                "this operation belongs to the other side of the call (caller or server)",
+            ),
+            Misuse::WrongShape(s) => write!(f, "this operation does not fit a {s:?} call"),
+            Misuse::WouldBlock => f.write_str(
+                "no credit or buffer room: wait for RpcEvent::Writable and send again",
+            ),
+            Misuse::Closed => f.write_str("this direction of the call already ended"),
+            Misuse::MessageTooLarge { len, max } => {
+                write!(f, "message of {len} bytes exceeds rpc.max_message ({max})")
+            }
+            Misuse::MissingBody => {
+                f.write_str("unary and server-streaming calls need their request in CallSpec::body")
+            }
+            Misuse::TooManyCalls => f.write_str(
+                "rpc.max_calls calls are in flight, or the session has streams.max_streams \
+                 streams open: wait for calls to finish",
+            ),
+            Misuse::TooManyTokens => f.write_str(
+                "rpc.max_cancel_tokens tokens are reserved: use or let some expire first",
+            ),
+            Misuse::UnknownToken(t) => write!(
+                f,
+                "cancel token {} was never reserved, or was used up or collected: reserve a new one",
+                t.0
+            ),
+            Misuse::BadName => f.write_str(
+                "service, method and metadata names must be 1 to 255 bytes, metadata at most \
+                 32 entries of at most 65535 bytes, and a service's methods distinct",
+            ),
+            Misuse::TooManyServices => {
+                f.write_str("rpc.max_services services, or 255 methods in one, are served")
+            }
+            Misuse::BadCredit => f.write_str(
+                "grant needs a positive count, on a call with Credit::Manual (callers) or a \
+                 streaming-request call (servers)",
+            ),
+        }
+    }
+}
+
 /// Why a call failed, as its caller sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -244,7 +289,7 @@ impl fmt::Display for RpcError {
             }
             RpcError::Transport(t) => write!(f, "transport: {t}"),
             RpcError::Codec { direction, message } => write!(f, "codec ({direction:?}): {message}"),
-            RpcError::Invalid(m) => write!(f, "invalid use: {m:?}"),
+            RpcError::Invalid(m) => write!(f, "invalid use: {m}"),
         }
     }
 }

@@ -1058,3 +1058,18 @@ fn finished_calls_leave_nothing_behind() {
     let s = p.b.session_with(&p.a.node_id()).unwrap();
     assert_eq!(p.b.session_info(s).unwrap().open_streams, 1);
 }
+
+#[test]
+fn error_messages_say_what_to_do() {
+    let text = |e: RpcError| alloc::format!("{e}");
+    assert!(text(Misuse::WouldBlock.into()).contains("Writable"));
+    assert!(text(Misuse::TooManyCalls.into()).contains("max_calls"));
+    assert!(text(Misuse::UnknownToken(CancelToken(9)).into()).contains("reserve a new one"));
+    assert!(text(RpcError::NoRoute).contains("no peer serves"));
+    assert!(text(RpcError::ServerError {
+        status: 0x8001,
+        message: "boom".into()
+    })
+    .contains("0x8001: boom"));
+    assert!(text(RpcError::Transport(TransportError::IdsExhausted)).contains("reconnect"));
+}
