@@ -125,3 +125,79 @@ proptest! {
         prop_assert_eq!(node.session_count() as u64, s.handshakes_answered);
     }
 }
+
+mod rpc_frames {
+    use proptest::prelude::*;
+    use proto_core::rpc::Shape;
+    use proto_core::wire::rpc::{self as wr, RpcFrame};
+
+    fn shape() -> impl Strategy<Value = Shape> {
+        prop_oneof![
+            Just(Shape::Unary),
+            Just(Shape::ServerStreaming),
+            Just(Shape::ClientStreaming),
+            Just(Shape::Duplex)
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-z._/]{1,40}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn rpc_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), limit in 0usize..400) {
+            let mut at = 0;
+            // Walk as a reader would; every outcome is a frame, "need more", or an error.
+            while let Ok(Some((_, n))) = wr::decode(bytes.get(at..).unwrap_or(&[]), limit) {
+                prop_assert!(n >= wr::FRAME_HEADER_LEN);
+                at += n;
+            }
+        }
+
+        #[test]
+        fn rpc_frames_round_trip(
+            sh in shape(),
+            deadline in proptest::option::of(1u64..u64::MAX),
+            credit in any::<u32>(),
+            service in name(),
+            method in name(),
+            meta in proptest::collection::vec((name(), proptest::collection::vec(any::<u8>(), 0..50)), 0..5),
+            msg in proptest::collection::vec(any::<u8>(), 0..200),
+            status in any::<u16>(),
+            detail in "\\PC{0,40}",
+            grant in 1u32..,
+        ) {
+            let mut out = Vec::new();
+            wr::write_call(&mut out, sh, deadline, credit, &service, &method,
+                meta.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).unwrap();
+            wr::write_msg_header(&mut out, msg.len()).unwrap();
+            out.extend_from_slice(&msg);
+            wr::write_end(&mut out, status, &detail);
+            wr::write_grant(&mut out, grant);
+            wr::write_eos(&mut out);
+            let mut frames = Vec::new();
+            let mut at = 0;
+            while let Some((f, n)) = wr::decode(&out[at..], 1 << 16).unwrap() {
+                frames.push(f);
+                at += n;
+            }
+            prop_assert_eq!(at, out.len());
+            let [RpcFrame::Call(h), RpcFrame::Msg(m), RpcFrame::End { status: st, detail: d }, RpcFrame::Grant(g), RpcFrame::Eos] = frames[..] else {
+                return Err(TestCaseError::fail(format!("{frames:?}")));
+            };
+            prop_assert_eq!((h.shape, h.deadline_us, h.credit, h.service, h.method), (sh, deadline, credit, service.as_str(), method.as_str()));
+            let got: Vec<(String, Vec<u8>)> = h.metadata.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
+            prop_assert_eq!(got, meta);
+            prop_assert_eq!(m, &msg[..]);
+            prop_assert_eq!((st, d), (status, detail.as_str()));
+            prop_assert_eq!(g, grant);
+            // Cut anywhere, a frame waits for more bytes rather than failing.
+            for cut in 0..out.len().min(64) {
+                prop_assert!(wr::decode(&out[..cut], 1 << 16).is_ok());
+            }
+        }
+    }
+}
