@@ -103,6 +103,7 @@
 //! - [`session`]: packet protection, replay window, key updates; drivable on its own.
 //! - [`stream`]: reliable streams, many per session.
 //! - [`rpc`]: nRPC calls in four shapes, riding streams.
+//! - [`replication`]: the building blocks of replicated logs.
 //! - [`Node`]: sessions multiplexed over one socket, with their streams and calls.
 
 #![no_std]
@@ -128,6 +129,7 @@ mod handshake;
 pub mod identity;
 mod node;
 pub mod replay;
+pub mod replication;
 pub mod rng;
 pub mod rpc;
 pub mod session;

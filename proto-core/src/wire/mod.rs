@@ -9,6 +9,7 @@
 pub mod frame;
 pub mod rpc;
 pub mod stream;
+pub mod sync;
 
 use core::fmt;
 

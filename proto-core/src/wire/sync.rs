@@ -1,0 +1,538 @@
+//! Replication messages: SYNC_REQUEST, SYNC_RESPONSE, SYNC_HEARTBEAT and SYNC_NACK.
+//!
+//! This module owns their byte layouts (see `docs/wire.md`, "Replication messages") and
+//! nothing else: it never decides what a message means for a log. All integers are
+//! little-endian. Beyond the seed's fields every message carries the sender's `term`, and
+//! SYNC_RESPONSE and SYNC_HEARTBEAT the leader's `commit` point (see `docs/replication.md`).
+//! A decoder checks every length, count and sequence before it returns.
+
+use alloc::vec::Vec;
+
+use super::WireError;
+use crate::replication::role::Role;
+
+/// Message type bytes.
+pub mod ty {
+    /// Replica → leader: send me events from `since`.
+    pub const SYNC_REQUEST: u8 = 0x20;
+    /// Leader → replica: events.
+    pub const SYNC_RESPONSE: u8 = 0x21;
+    /// Both ways: role, term, tail and commit point.
+    pub const SYNC_HEARTBEAT: u8 = 0x22;
+    /// Leader → replica: a request refused, with a code.
+    pub const SYNC_NACK: u8 = 0x23;
+}
+
+/// SYNC_REQUEST length: type, log, term, since, chunk_max.
+pub const SYNC_REQUEST_LEN: usize = 1 + 8 + 8 + 8 + 4;
+/// SYNC_HEARTBEAT length: type, log, term, tail, commit, role, wall clock.
+pub const SYNC_HEARTBEAT_LEN: usize = 1 + 8 + 8 + 8 + 8 + 1 + 8;
+/// SYNC_RESPONSE header: type, log, term, first_seq, leader_first_retained, commit, count.
+pub const SYNC_RESPONSE_HEADER_LEN: usize = 1 + 8 + 8 + 8 + 8 + 8 + 4;
+/// Per event in a SYNC_RESPONSE: seq, len.
+pub const SYNC_EVENT_HEADER_LEN: usize = 8 + 4;
+/// SYNC_NACK header: type, log, term, since, code, detail length.
+pub const SYNC_NACK_HEADER_LEN: usize = 1 + 8 + 8 + 8 + 1 + 2;
+/// Most events one SYNC_RESPONSE carries.
+pub const MAX_EVENTS: u32 = 4096;
+/// Most payload bytes one SYNC_RESPONSE carries, even for a single event: 64 MiB.
+pub const CHUNK_HARD_CEILING: u64 = 64 << 20;
+/// Longest NACK detail, bytes (cut at a character boundary).
+pub const NACK_DETAIL_MAX: usize = 1024;
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NackCode {
+    /// The receiver does not lead this log (in this term).
+    NotLeader,
+    /// The requested range is not in the log.
+    BadRange,
+    /// The bandwidth budget is spent; ask again later.
+    Backpressure,
+    /// The log is closed.
+    ChannelClosed,
+}
+
+impl NackCode {
+    /// Its byte.
+    #[must_use]
+    pub fn byte(self) -> u8 {
+        match self {
+            NackCode::NotLeader => 1,
+            NackCode::BadRange => 2,
+            NackCode::Backpressure => 3,
+            NackCode::ChannelClosed => 4,
+        }
+    }
+
+    /// The code a byte carries.
+    #[must_use]
+    pub fn from_byte(b: u8) -> Option<NackCode> {
+        match b {
+            1 => Some(NackCode::NotLeader),
+            2 => Some(NackCode::BadRange),
+            3 => Some(NackCode::Backpressure),
+            4 => Some(NackCode::ChannelClosed),
+            _ => None,
+        }
+    }
+}
+
+/// The events of a SYNC_RESPONSE, walked from checked bytes: `(seq, payload)`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Events<'a> {
+    bytes: &'a [u8],
+    count: u32,
+}
+
+impl core::fmt::Debug for Events<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Events")
+            .field("count", &self.count)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl<'a> Events<'a> {
+    /// How many.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Each event's sequence and payload.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &'a [u8])> {
+        let mut r = Reader(self.bytes);
+        (0..self.count).map_while(move |_| {
+            let seq = r.u64().ok()?;
+            let len = usize::try_from(r.u32().ok()?).ok()?;
+            Some((seq, r.take(len).ok()?))
+        })
+    }
+}
+
+/// One decoded replication message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncMsg<'a> {
+    /// Send me events from `since`, at most `chunk_max` of them.
+    Request {
+        /// The log.
+        log: u64,
+        /// The sender's term.
+        term: u64,
+        /// The first sequence wanted.
+        since: u64,
+        /// Most events wanted.
+        chunk_max: u32,
+    },
+    /// Events `first_seq..`, in order without gaps.
+    Response {
+        /// The log.
+        log: u64,
+        /// The leader's term.
+        term: u64,
+        /// The first event's sequence.
+        first_seq: u64,
+        /// The leader's first retained sequence: a replica behind it skips ahead (a
+        /// retention trim); any other gap is divergence.
+        leader_first_retained: u64,
+        /// Events below this are acknowledged by a majority.
+        commit: u64,
+        /// The events.
+        events: Events<'a>,
+    },
+    /// Liveness and position.
+    Heartbeat {
+        /// The log.
+        log: u64,
+        /// The sender's term.
+        term: u64,
+        /// The sender's next sequence.
+        tail: u64,
+        /// The sender's commit point.
+        commit: u64,
+        /// The sender's role.
+        role: Role,
+        /// The sender's wall clock, milliseconds (for lag gauges only, never for decisions).
+        wall_clock_ms: u64,
+    },
+    /// A request refused.
+    Nack {
+        /// The log.
+        log: u64,
+        /// The sender's term.
+        term: u64,
+        /// The request's `since`.
+        since: u64,
+        /// Why.
+        code: NackCode,
+        /// For humans.
+        detail: &'a str,
+    },
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.0.len() < n {
+            return Err(WireError::Truncated);
+        }
+        let (h, r) = self.0.split_at(n);
+        self.0 = r;
+        Ok(h)
+    }
+    fn u8(&mut self) -> Result<u8, WireError> {
+        let (&b, r) = self.0.split_first().ok_or(WireError::Truncated)?;
+        self.0 = r;
+        Ok(b)
+    }
+    fn u16(&mut self) -> Result<u16, WireError> {
+        let (b, r) = self.0.split_first_chunk().ok_or(WireError::Truncated)?;
+        self.0 = r;
+        Ok(u16::from_le_bytes(*b))
+    }
+    fn u32(&mut self) -> Result<u32, WireError> {
+        let (b, r) = self.0.split_first_chunk().ok_or(WireError::Truncated)?;
+        self.0 = r;
+        Ok(u32::from_le_bytes(*b))
+    }
+    fn u64(&mut self) -> Result<u64, WireError> {
+        let (b, r) = self.0.split_first_chunk().ok_or(WireError::Truncated)?;
+        self.0 = r;
+        Ok(u64::from_le_bytes(*b))
+    }
+    fn end(&self) -> Result<(), WireError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::Malformed)
+        }
+    }
+}
+
+/// Decodes one whole message.
+pub fn decode(bytes: &[u8]) -> Result<SyncMsg<'_>, WireError> {
+    let mut r = Reader(bytes);
+    let t = r.u8()?;
+    let log = r.u64()?;
+    let term = r.u64()?;
+    let msg = match t {
+        ty::SYNC_REQUEST => {
+            let since = r.u64()?;
+            let chunk_max = r.u32()?;
+            SyncMsg::Request {
+                log,
+                term,
+                since,
+                chunk_max,
+            }
+        }
+        ty::SYNC_RESPONSE => {
+            let first_seq = r.u64()?;
+            let leader_first_retained = r.u64()?;
+            let commit = r.u64()?;
+            let count = r.u32()?;
+            if count > MAX_EVENTS {
+                return Err(WireError::Malformed);
+            }
+            let start = r.0;
+            let mut total = 0u64;
+            for i in 0..u64::from(count) {
+                let seq = r.u64()?;
+                // Strictly consecutive from first_seq.
+                if Some(seq) != first_seq.checked_add(i) {
+                    return Err(WireError::Malformed);
+                }
+                let len = r.u32()?;
+                total += u64::from(len);
+                if total > CHUNK_HARD_CEILING {
+                    return Err(WireError::Malformed);
+                }
+                r.take(usize::try_from(len).map_err(|_| WireError::Malformed)?)?;
+            }
+            r.end()?;
+            return Ok(SyncMsg::Response {
+                log,
+                term,
+                first_seq,
+                leader_first_retained,
+                commit,
+                events: Events {
+                    bytes: start,
+                    count,
+                },
+            });
+        }
+        ty::SYNC_HEARTBEAT => {
+            let tail = r.u64()?;
+            let commit = r.u64()?;
+            let role = Role::from_byte(r.u8()?).ok_or(WireError::Malformed)?;
+            let wall_clock_ms = r.u64()?;
+            SyncMsg::Heartbeat {
+                log,
+                term,
+                tail,
+                commit,
+                role,
+                wall_clock_ms,
+            }
+        }
+        ty::SYNC_NACK => {
+            let since = r.u64()?;
+            let code = NackCode::from_byte(r.u8()?).ok_or(WireError::Malformed)?;
+            let len = usize::from(r.u16()?);
+            if len > NACK_DETAIL_MAX {
+                return Err(WireError::Malformed);
+            }
+            let detail = core::str::from_utf8(r.take(len)?).map_err(|_| WireError::Malformed)?;
+            SyncMsg::Nack {
+                log,
+                term,
+                since,
+                code,
+                detail,
+            }
+        }
+        _ => return Err(WireError::Kind),
+    };
+    r.end()?;
+    Ok(msg)
+}
+
+fn head(out: &mut Vec<u8>, t: u8, log: u64, term: u64) {
+    out.push(t);
+    out.extend_from_slice(&log.to_le_bytes());
+    out.extend_from_slice(&term.to_le_bytes());
+}
+
+/// Appends a SYNC_REQUEST.
+pub fn write_request(out: &mut Vec<u8>, log: u64, term: u64, since: u64, chunk_max: u32) {
+    head(out, ty::SYNC_REQUEST, log, term);
+    out.extend_from_slice(&since.to_le_bytes());
+    out.extend_from_slice(&chunk_max.to_le_bytes());
+}
+
+/// Appends a SYNC_HEARTBEAT.
+pub fn write_heartbeat(
+    out: &mut Vec<u8>,
+    log: u64,
+    term: u64,
+    tail: u64,
+    commit: u64,
+    role: Role,
+    wall_clock_ms: u64,
+) {
+    head(out, ty::SYNC_HEARTBEAT, log, term);
+    out.extend_from_slice(&tail.to_le_bytes());
+    out.extend_from_slice(&commit.to_le_bytes());
+    out.push(role.byte());
+    out.extend_from_slice(&wall_clock_ms.to_le_bytes());
+}
+
+/// Appends a SYNC_NACK; a detail over [`NACK_DETAIL_MAX`] bytes is cut at a character
+/// boundary.
+pub fn write_nack(
+    out: &mut Vec<u8>,
+    log: u64,
+    term: u64,
+    since: u64,
+    code: NackCode,
+    detail: &str,
+) {
+    let detail = super::rpc::truncate_utf8(detail, NACK_DETAIL_MAX);
+    head(out, ty::SYNC_NACK, log, term);
+    out.extend_from_slice(&since.to_le_bytes());
+    out.push(code.byte());
+    // At most 1024: fits u16.
+    out.extend_from_slice(&(detail.len() as u16).to_le_bytes());
+    out.extend_from_slice(detail.as_bytes());
+}
+
+/// Why a SYNC_RESPONSE could not be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResponseError {
+    /// More than [`MAX_EVENTS`] events.
+    TooManyEvents,
+    /// More than [`CHUNK_HARD_CEILING`] payload bytes (even one event that large is refused:
+    /// answer with a NACK instead).
+    OverCeiling,
+}
+
+/// Appends a SYNC_RESPONSE with `events` (consecutive from `first_seq`). On error `out` is
+/// unchanged.
+#[allow(clippy::too_many_arguments)]
+pub fn write_response<'e>(
+    out: &mut Vec<u8>,
+    log: u64,
+    term: u64,
+    first_seq: u64,
+    leader_first_retained: u64,
+    commit: u64,
+    events: impl ExactSizeIterator<Item = &'e [u8]> + Clone,
+) -> Result<(), ResponseError> {
+    let count = u32::try_from(events.len())
+        .ok()
+        .filter(|c| *c <= MAX_EVENTS)
+        .ok_or(ResponseError::TooManyEvents)?;
+    let total: u64 = events.clone().map(|e| e.len() as u64).sum();
+    if total > CHUNK_HARD_CEILING {
+        return Err(ResponseError::OverCeiling);
+    }
+    head(out, ty::SYNC_RESPONSE, log, term);
+    out.extend_from_slice(&first_seq.to_le_bytes());
+    out.extend_from_slice(&leader_first_retained.to_le_bytes());
+    out.extend_from_slice(&commit.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    for (i, e) in events.enumerate() {
+        out.extend_from_slice(&(first_seq + i as u64).to_le_bytes());
+        // Each event is at most 64 MiB (checked above): fits u32.
+        out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        out.extend_from_slice(e);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn request_and_heartbeat_bytes_are_pinned() {
+        let mut out = Vec::new();
+        write_request(&mut out, 0x0102, 7, 300, 64);
+        assert_eq!(out.len(), SYNC_REQUEST_LEN);
+        assert_eq!(
+            out,
+            [
+                0x20, 0x02, 0x01, 0, 0, 0, 0, 0, 0, // log
+                7, 0, 0, 0, 0, 0, 0, 0, // term
+                0x2c, 0x01, 0, 0, 0, 0, 0, 0, // since 300
+                64, 0, 0, 0, // chunk_max
+            ]
+        );
+        assert_eq!(
+            decode(&out),
+            Ok(SyncMsg::Request {
+                log: 0x0102,
+                term: 7,
+                since: 300,
+                chunk_max: 64
+            })
+        );
+        let mut hb = Vec::new();
+        write_heartbeat(&mut hb, 1, 2, 3, 4, Role::Leader, 5);
+        assert_eq!(hb.len(), SYNC_HEARTBEAT_LEN);
+        assert_eq!(
+            hb,
+            [
+                0x22, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 4, 0,
+                0, 0, 0, 0, 0, 0, 3, 5, 0, 0, 0, 0, 0, 0, 0
+            ]
+        );
+        assert!(matches!(
+            decode(&hb),
+            Ok(SyncMsg::Heartbeat {
+                role: Role::Leader,
+                commit: 4,
+                ..
+            })
+        ));
+        hb[33] = 9;
+        assert_eq!(decode(&hb), Err(WireError::Malformed), "unknown role");
+    }
+
+    #[test]
+    fn response_and_nack_bytes_are_pinned() {
+        let mut out = Vec::new();
+        let evs: [&[u8]; 2] = [b"ab", b"c"];
+        write_response(&mut out, 1, 2, 10, 5, 9, evs.into_iter()).unwrap();
+        assert_eq!(
+            out,
+            [
+                0x21, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, // type, log, term
+                10, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0,
+                0, // first, retained, commit
+                2, 0, 0, 0, // count
+                10, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, b'a', b'b', // event 10
+                11, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, b'c', // event 11
+            ]
+        );
+        let Ok(SyncMsg::Response {
+            events, first_seq, ..
+        }) = decode(&out)
+        else {
+            panic!("not a response");
+        };
+        assert_eq!(first_seq, 10);
+        assert_eq!(
+            events.iter().collect::<Vec<_>>(),
+            [(10, &b"ab"[..]), (11, &b"c"[..])]
+        );
+        // A gap in the sequence is refused.
+        let mut gap = out.clone();
+        gap[SYNC_RESPONSE_HEADER_LEN + 14] = 12;
+        assert_eq!(decode(&gap), Err(WireError::Malformed));
+        let mut nack = Vec::new();
+        write_nack(&mut nack, 1, 2, 3, NackCode::Backpressure, "slow");
+        assert_eq!(
+            nack,
+            [
+                0x23, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 3, 4,
+                0, b's', b'l', b'o', b'w'
+            ]
+        );
+        assert_eq!(
+            decode(&nack),
+            Ok(SyncMsg::Nack {
+                log: 1,
+                term: 2,
+                since: 3,
+                code: NackCode::Backpressure,
+                detail: "slow"
+            })
+        );
+    }
+
+    #[test]
+    fn limits_and_refusals() {
+        // A NACK detail is cut on a character boundary and stays valid UTF-8.
+        let long = "é".repeat(700);
+        let mut nack = Vec::new();
+        write_nack(&mut nack, 1, 1, 1, NackCode::NotLeader, &long);
+        let Ok(SyncMsg::Nack { detail, .. }) = decode(&nack) else {
+            panic!("nack");
+        };
+        assert_eq!(detail.len(), 1024);
+        // The 64 MiB ceiling holds even for one event.
+        let big = vec![0u8; (CHUNK_HARD_CEILING + 1) as usize];
+        assert_eq!(
+            write_response(&mut Vec::new(), 1, 1, 0, 0, 0, [&big[..]].into_iter()),
+            Err(ResponseError::OverCeiling)
+        );
+        // Truncation anywhere is Truncated, never a panic; trailing bytes are Malformed.
+        let mut req = Vec::new();
+        write_request(&mut req, 1, 1, 1, 1);
+        for cut in 0..req.len() {
+            assert_eq!(decode(&req[..cut]), Err(WireError::Truncated), "cut {cut}");
+        }
+        req.push(0);
+        assert_eq!(decode(&req), Err(WireError::Malformed));
+        assert_eq!(decode(&[0x24; 17]), Err(WireError::Kind));
+        let mut count = Vec::new();
+        write_response(&mut count, 1, 1, 0, 0, 0, core::iter::empty()).unwrap();
+        count[SYNC_RESPONSE_HEADER_LEN - 4..].copy_from_slice(&(MAX_EVENTS + 1).to_le_bytes());
+        assert_eq!(decode(&count), Err(WireError::Malformed));
+    }
+}
