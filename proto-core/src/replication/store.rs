@@ -70,6 +70,8 @@ impl fmt::Display for StoreError {
 pub struct Event {
     /// Its sequence number.
     pub seq: u64,
+    /// The leadership term in which it was first appended.
+    pub term: u64,
     /// When it was appended (the appender's clock).
     pub at: Instant,
     /// The payload.
@@ -80,6 +82,7 @@ impl fmt::Debug for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Event")
             .field("seq", &self.seq)
+            .field("term", &self.term)
             .field("len", &self.payload.len())
             .finish()
     }
@@ -91,8 +94,16 @@ impl fmt::Debug for Event {
 /// forward (a replica catching up past the leader's retention); `truncate_from` removes a
 /// suffix (a deposed leader's unacknowledged writes).
 pub trait LogStore {
-    /// Appends `payload` as event `seq`, which must be `next_seq()`.
-    fn append(&mut self, seq: u64, at: Instant, payload: &[u8]) -> Result<(), StoreError>;
+    /// Appends `payload` as event `seq` of `term`; `seq` must be `next_seq()`.
+    fn append(
+        &mut self,
+        seq: u64,
+        term: u64,
+        at: Instant,
+        payload: &[u8],
+    ) -> Result<(), StoreError>;
+    /// The term of retained event `seq`.
+    fn term_at(&self, seq: u64) -> Option<u64>;
     /// Up to `max_events` events from `from`, at most `max_bytes` payload bytes in all (but at
     /// least one event if `from` is retained). Empty if `from` is outside the retained range.
     fn read(&self, from: u64, max_events: usize, max_bytes: usize) -> Vec<Event>;
@@ -142,7 +153,13 @@ impl MemLog {
 }
 
 impl LogStore for MemLog {
-    fn append(&mut self, seq: u64, at: Instant, payload: &[u8]) -> Result<(), StoreError> {
+    fn append(
+        &mut self,
+        seq: u64,
+        term: u64,
+        at: Instant,
+        payload: &[u8],
+    ) -> Result<(), StoreError> {
         let expected = self.next_seq();
         if seq != expected {
             return Err(StoreError::OutOfOrder { expected, got: seq });
@@ -159,6 +176,7 @@ impl LogStore for MemLog {
         self.bytes += payload.len() as u64;
         self.events.push_back(Event {
             seq,
+            term,
             at,
             payload: payload.to_vec(),
         });
@@ -182,6 +200,11 @@ impl LogStore for MemLog {
             out.push(e.clone());
         }
         out
+    }
+
+    fn term_at(&self, seq: u64) -> Option<u64> {
+        let i = usize::try_from(seq.checked_sub(self.first)?).ok()?;
+        self.events.get(i).map(|e| e.term)
     }
 
     fn first_seq(&self) -> u64 {
@@ -248,17 +271,17 @@ mod tests {
     fn append_read_and_order() {
         let mut l = MemLog::new(100, 16);
         for i in 0..5u64 {
-            l.append(i, t(i), &[i as u8; 4]).unwrap();
+            l.append(i, 1, t(i), &[i as u8; 4]).unwrap();
         }
         assert_eq!(
-            l.append(7, t(9), b"x"),
+            l.append(7, 1, t(9), b"x"),
             Err(StoreError::OutOfOrder {
                 expected: 5,
                 got: 7
             })
         );
         assert_eq!(
-            l.append(5, t(9), &[0; 17]),
+            l.append(5, 1, t(9), &[0; 17]),
             Err(StoreError::TooLarge { len: 17, max: 16 })
         );
         assert_eq!((l.first_seq(), l.next_seq(), l.bytes()), (0, 5, 20));
@@ -274,7 +297,7 @@ mod tests {
     fn retention_by_count_bytes_and_age() {
         let mut l = MemLog::new(100, 64);
         for i in 0..10u64 {
-            l.append(i, t(i * 100), &[0; 10]).unwrap();
+            l.append(i, 1, t(i * 100), &[0; 10]).unwrap();
         }
         let by_count = Retention {
             max_events: Some(8),
@@ -301,16 +324,20 @@ mod tests {
     fn skip_ahead_and_truncate() {
         let mut l = MemLog::new(3, 8);
         for i in 0..3u64 {
-            l.append(i, t(0), b"a").unwrap();
+            l.append(i, 2, t(0), b"a").unwrap();
         }
-        assert_eq!(l.append(3, t(0), b"a"), Err(StoreError::Full));
+        assert_eq!(l.append(3, 2, t(0), b"a"), Err(StoreError::Full));
         assert_eq!(l.truncate_from(1), Ok(()));
         assert_eq!(l.next_seq(), 1);
         assert_eq!(l.truncate_from(5), Err(StoreError::BadRange));
         assert_eq!(l.skip_to(0), Err(StoreError::BadRange), "never backwards");
         l.skip_to(40).unwrap();
         assert_eq!((l.first_seq(), l.next_seq(), l.bytes()), (40, 40, 0));
-        l.append(40, t(1), b"b").unwrap();
+        l.append(40, 3, t(1), b"b").unwrap();
         assert_eq!(l.read(40, 1, 1)[0].payload, b"b");
+        assert_eq!(
+            (l.term_at(40), l.term_at(39), l.term_at(41)),
+            (Some(3), None, None)
+        );
     }
 }

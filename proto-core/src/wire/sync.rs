@@ -21,16 +21,24 @@ pub mod ty {
     pub const SYNC_HEARTBEAT: u8 = 0x22;
     /// Leader → replica: a request refused, with a code.
     pub const SYNC_NACK: u8 = 0x23;
+    /// Candidate → replicas: acknowledge my term (ours; the seed has no terms).
+    pub const VOTE_REQUEST: u8 = 0x24;
+    /// Replica → candidate: the term acknowledged or refused.
+    pub const VOTE: u8 = 0x25;
 }
 
-/// SYNC_REQUEST length: type, log, term, since, chunk_max.
-pub const SYNC_REQUEST_LEN: usize = 1 + 8 + 8 + 8 + 4;
+/// SYNC_REQUEST length: type, log, term, since, prev_term, chunk_max.
+pub const SYNC_REQUEST_LEN: usize = 1 + 8 + 8 + 8 + 8 + 4;
+/// VOTE_REQUEST length: type, log, term, next, last_term.
+pub const VOTE_REQUEST_LEN: usize = 1 + 8 + 8 + 8 + 8;
+/// VOTE length: type, log, term, granted.
+pub const VOTE_LEN: usize = 1 + 8 + 8 + 1;
 /// SYNC_HEARTBEAT length: type, log, term, tail, commit, role, wall clock.
 pub const SYNC_HEARTBEAT_LEN: usize = 1 + 8 + 8 + 8 + 8 + 1 + 8;
 /// SYNC_RESPONSE header: type, log, term, first_seq, leader_first_retained, commit, count.
 pub const SYNC_RESPONSE_HEADER_LEN: usize = 1 + 8 + 8 + 8 + 8 + 8 + 4;
-/// Per event in a SYNC_RESPONSE: seq, len.
-pub const SYNC_EVENT_HEADER_LEN: usize = 8 + 4;
+/// Per event in a SYNC_RESPONSE: seq, term, len.
+pub const SYNC_EVENT_HEADER_LEN: usize = 8 + 8 + 4;
 /// SYNC_NACK header: type, log, term, since, code, detail length.
 pub const SYNC_NACK_HEADER_LEN: usize = 1 + 8 + 8 + 8 + 1 + 2;
 /// Most events one SYNC_RESPONSE carries.
@@ -79,7 +87,7 @@ impl NackCode {
     }
 }
 
-/// The events of a SYNC_RESPONSE, walked from checked bytes: `(seq, payload)`.
+/// The events of a SYNC_RESPONSE, walked from checked bytes: `(seq, term, payload)`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Events<'a> {
     bytes: &'a [u8],
@@ -108,13 +116,14 @@ impl<'a> Events<'a> {
         self.count == 0
     }
 
-    /// Each event's sequence and payload.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &'a [u8])> {
+    /// Each event's sequence, term and payload.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64, &'a [u8])> {
         let mut r = Reader(self.bytes);
         (0..self.count).map_while(move |_| {
             let seq = r.u64().ok()?;
+            let term = r.u64().ok()?;
             let len = usize::try_from(r.u32().ok()?).ok()?;
-            Some((seq, r.take(len).ok()?))
+            Some((seq, term, r.take(len).ok()?))
         })
     }
 }
@@ -129,8 +138,12 @@ pub enum SyncMsg<'a> {
         log: u64,
         /// The sender's term.
         term: u64,
-        /// The first sequence wanted.
+        /// The first sequence wanted; everything below it the sender has stored (the
+        /// acknowledgement a leader counts for its commit point).
         since: u64,
+        /// The term of the sender's event `since − 1` (0 if none): the leader checks that the
+        /// logs match there.
+        prev_term: u64,
         /// Most events wanted.
         chunk_max: u32,
     },
@@ -177,6 +190,26 @@ pub enum SyncMsg<'a> {
         code: NackCode,
         /// For humans.
         detail: &'a str,
+    },
+    /// Acknowledge my term.
+    VoteRequest {
+        /// The log.
+        log: u64,
+        /// The proposed term.
+        term: u64,
+        /// The candidate's next sequence.
+        next: u64,
+        /// The term of its last event (0 if none).
+        last_term: u64,
+    },
+    /// A term acknowledged or refused.
+    Vote {
+        /// The log.
+        log: u64,
+        /// The voter's term.
+        term: u64,
+        /// Whether the vote was granted.
+        granted: bool,
     },
 }
 
@@ -229,13 +262,33 @@ pub fn decode(bytes: &[u8]) -> Result<SyncMsg<'_>, WireError> {
     let msg = match t {
         ty::SYNC_REQUEST => {
             let since = r.u64()?;
+            let prev_term = r.u64()?;
             let chunk_max = r.u32()?;
             SyncMsg::Request {
                 log,
                 term,
                 since,
+                prev_term,
                 chunk_max,
             }
+        }
+        ty::VOTE_REQUEST => {
+            let next = r.u64()?;
+            let last_term = r.u64()?;
+            SyncMsg::VoteRequest {
+                log,
+                term,
+                next,
+                last_term,
+            }
+        }
+        ty::VOTE => {
+            let granted = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(WireError::Malformed),
+            };
+            SyncMsg::Vote { log, term, granted }
         }
         ty::SYNC_RESPONSE => {
             let first_seq = r.u64()?;
@@ -253,6 +306,7 @@ pub fn decode(bytes: &[u8]) -> Result<SyncMsg<'_>, WireError> {
                 if Some(seq) != first_seq.checked_add(i) {
                     return Err(WireError::Malformed);
                 }
+                let _term = r.u64()?;
                 let len = r.u32()?;
                 total += u64::from(len);
                 if total > CHUNK_HARD_CEILING {
@@ -316,10 +370,31 @@ fn head(out: &mut Vec<u8>, t: u8, log: u64, term: u64) {
 }
 
 /// Appends a SYNC_REQUEST.
-pub fn write_request(out: &mut Vec<u8>, log: u64, term: u64, since: u64, chunk_max: u32) {
+pub fn write_request(
+    out: &mut Vec<u8>,
+    log: u64,
+    term: u64,
+    since: u64,
+    prev_term: u64,
+    chunk_max: u32,
+) {
     head(out, ty::SYNC_REQUEST, log, term);
     out.extend_from_slice(&since.to_le_bytes());
+    out.extend_from_slice(&prev_term.to_le_bytes());
     out.extend_from_slice(&chunk_max.to_le_bytes());
+}
+
+/// Appends a VOTE_REQUEST.
+pub fn write_vote_request(out: &mut Vec<u8>, log: u64, term: u64, next: u64, last_term: u64) {
+    head(out, ty::VOTE_REQUEST, log, term);
+    out.extend_from_slice(&next.to_le_bytes());
+    out.extend_from_slice(&last_term.to_le_bytes());
+}
+
+/// Appends a VOTE.
+pub fn write_vote(out: &mut Vec<u8>, log: u64, term: u64, granted: bool) {
+    head(out, ty::VOTE, log, term);
+    out.push(u8::from(granted));
 }
 
 /// Appends a SYNC_HEARTBEAT.
@@ -369,8 +444,8 @@ pub enum ResponseError {
     OverCeiling,
 }
 
-/// Appends a SYNC_RESPONSE with `events` (consecutive from `first_seq`). On error `out` is
-/// unchanged.
+/// Appends a SYNC_RESPONSE with `events` as `(term, payload)` (consecutive from
+/// `first_seq`). On error `out` is unchanged.
 #[allow(clippy::too_many_arguments)]
 pub fn write_response<'e>(
     out: &mut Vec<u8>,
@@ -379,13 +454,13 @@ pub fn write_response<'e>(
     first_seq: u64,
     leader_first_retained: u64,
     commit: u64,
-    events: impl ExactSizeIterator<Item = &'e [u8]> + Clone,
+    events: impl ExactSizeIterator<Item = (u64, &'e [u8])> + Clone,
 ) -> Result<(), ResponseError> {
     let count = u32::try_from(events.len())
         .ok()
         .filter(|c| *c <= MAX_EVENTS)
         .ok_or(ResponseError::TooManyEvents)?;
-    let total: u64 = events.clone().map(|e| e.len() as u64).sum();
+    let total: u64 = events.clone().map(|(_, e)| e.len() as u64).sum();
     if total > CHUNK_HARD_CEILING {
         return Err(ResponseError::OverCeiling);
     }
@@ -394,8 +469,9 @@ pub fn write_response<'e>(
     out.extend_from_slice(&leader_first_retained.to_le_bytes());
     out.extend_from_slice(&commit.to_le_bytes());
     out.extend_from_slice(&count.to_le_bytes());
-    for (i, e) in events.enumerate() {
+    for (i, (t, e)) in events.enumerate() {
         out.extend_from_slice(&(first_seq + i as u64).to_le_bytes());
+        out.extend_from_slice(&t.to_le_bytes());
         // Each event is at most 64 MiB (checked above): fits u32.
         out.extend_from_slice(&(e.len() as u32).to_le_bytes());
         out.extend_from_slice(e);
@@ -411,7 +487,7 @@ mod tests {
     #[test]
     fn request_and_heartbeat_bytes_are_pinned() {
         let mut out = Vec::new();
-        write_request(&mut out, 0x0102, 7, 300, 64);
+        write_request(&mut out, 0x0102, 7, 300, 6, 64);
         assert_eq!(out.len(), SYNC_REQUEST_LEN);
         assert_eq!(
             out,
@@ -419,6 +495,7 @@ mod tests {
                 0x20, 0x02, 0x01, 0, 0, 0, 0, 0, 0, // log
                 7, 0, 0, 0, 0, 0, 0, 0, // term
                 0x2c, 0x01, 0, 0, 0, 0, 0, 0, // since 300
+                6, 0, 0, 0, 0, 0, 0, 0, // prev_term
                 64, 0, 0, 0, // chunk_max
             ]
         );
@@ -428,9 +505,32 @@ mod tests {
                 log: 0x0102,
                 term: 7,
                 since: 300,
+                prev_term: 6,
                 chunk_max: 64
             })
         );
+        let mut v = Vec::new();
+        write_vote_request(&mut v, 1, 9, 20, 8);
+        assert_eq!(v.len(), VOTE_REQUEST_LEN);
+        let mut want = vec![0x24u8];
+        for x in [1u64, 9, 20, 8] {
+            want.extend_from_slice(&x.to_le_bytes());
+        }
+        assert_eq!(v, want);
+        let mut g = Vec::new();
+        write_vote(&mut g, 1, 9, true);
+        assert_eq!(g.len(), VOTE_LEN);
+        assert_eq!(g, [0x25, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(
+            decode(&g),
+            Ok(SyncMsg::Vote {
+                log: 1,
+                term: 9,
+                granted: true
+            })
+        );
+        g[17] = 2;
+        assert_eq!(decode(&g), Err(WireError::Malformed));
         let mut hb = Vec::new();
         write_heartbeat(&mut hb, 1, 2, 3, 4, Role::Leader, 5);
         assert_eq!(hb.len(), SYNC_HEARTBEAT_LEN);
@@ -456,19 +556,22 @@ mod tests {
     #[test]
     fn response_and_nack_bytes_are_pinned() {
         let mut out = Vec::new();
-        let evs: [&[u8]; 2] = [b"ab", b"c"];
+        let evs: [(u64, &[u8]); 2] = [(1, b"ab"), (2, b"c")];
         write_response(&mut out, 1, 2, 10, 5, 9, evs.into_iter()).unwrap();
-        assert_eq!(
-            out,
-            [
-                0x21, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, // type, log, term
-                10, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0,
-                0, // first, retained, commit
-                2, 0, 0, 0, // count
-                10, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, b'a', b'b', // event 10
-                11, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, b'c', // event 11
-            ]
-        );
+        let mut want = vec![0x21u8];
+        for v in [1u64, 2, 10, 5, 9] {
+            want.extend_from_slice(&v.to_le_bytes()); // log, term, first, retained, commit
+        }
+        want.extend_from_slice(&2u32.to_le_bytes()); // count
+        want.extend_from_slice(&10u64.to_le_bytes()); // event 10, term 1, "ab"
+        want.extend_from_slice(&1u64.to_le_bytes());
+        want.extend_from_slice(&2u32.to_le_bytes());
+        want.extend_from_slice(b"ab");
+        want.extend_from_slice(&11u64.to_le_bytes()); // event 11, term 2, "c"
+        want.extend_from_slice(&2u64.to_le_bytes());
+        want.extend_from_slice(&1u32.to_le_bytes());
+        want.extend_from_slice(b"c");
+        assert_eq!(out, want);
         let Ok(SyncMsg::Response {
             events, first_seq, ..
         }) = decode(&out)
@@ -478,11 +581,11 @@ mod tests {
         assert_eq!(first_seq, 10);
         assert_eq!(
             events.iter().collect::<Vec<_>>(),
-            [(10, &b"ab"[..]), (11, &b"c"[..])]
+            [(10, 1, &b"ab"[..]), (11, 2, &b"c"[..])]
         );
         // A gap in the sequence is refused.
         let mut gap = out.clone();
-        gap[SYNC_RESPONSE_HEADER_LEN + 14] = 12;
+        gap[SYNC_RESPONSE_HEADER_LEN + SYNC_EVENT_HEADER_LEN + 2] = 12;
         assert_eq!(decode(&gap), Err(WireError::Malformed));
         let mut nack = Vec::new();
         write_nack(&mut nack, 1, 2, 3, NackCode::Backpressure, "slow");
@@ -518,18 +621,18 @@ mod tests {
         // The 64 MiB ceiling holds even for one event.
         let big = vec![0u8; (CHUNK_HARD_CEILING + 1) as usize];
         assert_eq!(
-            write_response(&mut Vec::new(), 1, 1, 0, 0, 0, [&big[..]].into_iter()),
+            write_response(&mut Vec::new(), 1, 1, 0, 0, 0, [(1, &big[..])].into_iter()),
             Err(ResponseError::OverCeiling)
         );
         // Truncation anywhere is Truncated, never a panic; trailing bytes are Malformed.
         let mut req = Vec::new();
-        write_request(&mut req, 1, 1, 1, 1);
+        write_request(&mut req, 1, 1, 1, 1, 1);
         for cut in 0..req.len() {
             assert_eq!(decode(&req[..cut]), Err(WireError::Truncated), "cut {cut}");
         }
         req.push(0);
         assert_eq!(decode(&req), Err(WireError::Malformed));
-        assert_eq!(decode(&[0x24; 17]), Err(WireError::Kind));
+        assert_eq!(decode(&[0x26; 17]), Err(WireError::Kind));
         let mut count = Vec::new();
         write_response(&mut count, 1, 1, 0, 0, 0, core::iter::empty()).unwrap();
         count[SYNC_RESPONSE_HEADER_LEN - 4..].copy_from_slice(&(MAX_EVENTS + 1).to_le_bytes());
