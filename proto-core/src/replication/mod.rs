@@ -4,19 +4,21 @@
 //! This module owns the log storage trait and its in-memory implementation ([`store`]), the
 //! replication settings and their validation ([`config`]), the role machine with its validated
 //! transitions, the deterministic election, heartbeat tracking and the catch-up bandwidth
-//! budget ([`role`]), and per-log metrics with their Prometheus rendering ([`metrics`]). The
-//! wire messages are in [`crate::wire::sync`]. None of it sends, persists or reads a clock.
+//! budget ([`role`]), per-log metrics with their Prometheus rendering ([`metrics`]), and the
+//! replica machine that composes them ([`machine`]: terms won by a majority, quorum
+//! acknowledgements, pull catch-up, repair of a deposed leader's suffix). The wire messages are
+//! in [`crate::wire::sync`]. None of it sends, persists or reads a clock.
 //!
-//! Status: these are the building blocks. The replication protocol that composes them (terms
-//! acknowledged by a majority, quorum-acknowledged appends, catch-up over streams, truncation
-//! of a deposed leader's suffix) and its simulation tests are the rest of the work; see
-//! `docs/replication.md`.
+//! Status: the machine is tested with replicas wired together in memory; connecting it to the
+//! `Node` and to io-sim is still to come (`docs/replication.md` section 3).
 
 pub mod config;
+pub mod machine;
 pub mod metrics;
 pub mod role;
 pub mod store;
 
 pub use config::{Placement, ReplicationConfig, ReplicationConfigError, UnderCapacity};
+pub use machine::{AppendError, Durability, LogReplica, Output};
 pub use role::{Coordinator, ElectionOutcome, Role, Signal};
 pub use store::{LogStore, MemLog, Retention, StoreError};

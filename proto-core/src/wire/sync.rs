@@ -35,8 +35,9 @@ pub const VOTE_REQUEST_LEN: usize = 1 + 8 + 8 + 8 + 8;
 pub const VOTE_LEN: usize = 1 + 8 + 8 + 1;
 /// SYNC_HEARTBEAT length: type, log, term, tail, commit, role, wall clock.
 pub const SYNC_HEARTBEAT_LEN: usize = 1 + 8 + 8 + 8 + 8 + 1 + 8;
-/// SYNC_RESPONSE header: type, log, term, first_seq, leader_first_retained, commit, count.
-pub const SYNC_RESPONSE_HEADER_LEN: usize = 1 + 8 + 8 + 8 + 8 + 8 + 4;
+/// SYNC_RESPONSE header: type, log, term, first_seq, leader_first_retained, commit,
+/// leader_next, count.
+pub const SYNC_RESPONSE_HEADER_LEN: usize = 1 + 8 + 8 + 8 + 8 + 8 + 8 + 4;
 /// Per event in a SYNC_RESPONSE: seq, term, len.
 pub const SYNC_EVENT_HEADER_LEN: usize = 8 + 8 + 4;
 /// SYNC_NACK header: type, log, term, since, code, detail length.
@@ -160,6 +161,9 @@ pub enum SyncMsg<'a> {
         leader_first_retained: u64,
         /// Events below this are acknowledged by a majority.
         commit: u64,
+        /// The leader's next sequence when it answered: when the events reach it, a replica
+        /// drops anything of its own beyond (an old term's writes that never committed).
+        leader_next: u64,
         /// The events.
         events: Events<'a>,
     },
@@ -294,6 +298,7 @@ pub fn decode(bytes: &[u8]) -> Result<SyncMsg<'_>, WireError> {
             let first_seq = r.u64()?;
             let leader_first_retained = r.u64()?;
             let commit = r.u64()?;
+            let leader_next = r.u64()?;
             let count = r.u32()?;
             if count > MAX_EVENTS {
                 return Err(WireError::Malformed);
@@ -321,6 +326,7 @@ pub fn decode(bytes: &[u8]) -> Result<SyncMsg<'_>, WireError> {
                 first_seq,
                 leader_first_retained,
                 commit,
+                leader_next,
                 events: Events {
                     bytes: start,
                     count,
@@ -454,6 +460,7 @@ pub fn write_response<'e>(
     first_seq: u64,
     leader_first_retained: u64,
     commit: u64,
+    leader_next: u64,
     events: impl ExactSizeIterator<Item = (u64, &'e [u8])> + Clone,
 ) -> Result<(), ResponseError> {
     let count = u32::try_from(events.len())
@@ -468,6 +475,7 @@ pub fn write_response<'e>(
     out.extend_from_slice(&first_seq.to_le_bytes());
     out.extend_from_slice(&leader_first_retained.to_le_bytes());
     out.extend_from_slice(&commit.to_le_bytes());
+    out.extend_from_slice(&leader_next.to_le_bytes());
     out.extend_from_slice(&count.to_le_bytes());
     for (i, (t, e)) in events.enumerate() {
         out.extend_from_slice(&(first_seq + i as u64).to_le_bytes());
@@ -557,10 +565,11 @@ mod tests {
     fn response_and_nack_bytes_are_pinned() {
         let mut out = Vec::new();
         let evs: [(u64, &[u8]); 2] = [(1, b"ab"), (2, b"c")];
-        write_response(&mut out, 1, 2, 10, 5, 9, evs.into_iter()).unwrap();
+        write_response(&mut out, 1, 2, 10, 5, 9, 12, evs.into_iter()).unwrap();
         let mut want = vec![0x21u8];
-        for v in [1u64, 2, 10, 5, 9] {
-            want.extend_from_slice(&v.to_le_bytes()); // log, term, first, retained, commit
+        for v in [1u64, 2, 10, 5, 9, 12] {
+            // log, term, first, retained, commit, leader_next
+            want.extend_from_slice(&v.to_le_bytes());
         }
         want.extend_from_slice(&2u32.to_le_bytes()); // count
         want.extend_from_slice(&10u64.to_le_bytes()); // event 10, term 1, "ab"
@@ -621,7 +630,16 @@ mod tests {
         // The 64 MiB ceiling holds even for one event.
         let big = vec![0u8; (CHUNK_HARD_CEILING + 1) as usize];
         assert_eq!(
-            write_response(&mut Vec::new(), 1, 1, 0, 0, 0, [(1, &big[..])].into_iter()),
+            write_response(
+                &mut Vec::new(),
+                1,
+                1,
+                0,
+                0,
+                0,
+                0,
+                [(1, &big[..])].into_iter()
+            ),
             Err(ResponseError::OverCeiling)
         );
         // Truncation anywhere is Truncated, never a panic; trailing bytes are Malformed.
@@ -634,7 +652,7 @@ mod tests {
         assert_eq!(decode(&req), Err(WireError::Malformed));
         assert_eq!(decode(&[0x26; 17]), Err(WireError::Kind));
         let mut count = Vec::new();
-        write_response(&mut count, 1, 1, 0, 0, 0, core::iter::empty()).unwrap();
+        write_response(&mut count, 1, 1, 0, 0, 0, 0, core::iter::empty()).unwrap();
         count[SYNC_RESPONSE_HEADER_LEN - 4..].copy_from_slice(&(MAX_EVENTS + 1).to_le_bytes());
         assert_eq!(decode(&count), Err(WireError::Malformed));
     }

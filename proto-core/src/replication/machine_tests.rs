@@ -1,0 +1,326 @@
+//! Replicas of one log wired together in memory, with partitions, checked for the safety
+//! properties after every step: at most one leader per term, acknowledged writes never lost,
+//! committed prefixes equal everywhere.
+
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use super::*;
+use crate::identity::Identity;
+use crate::replication::store::MemLog;
+use crate::rng::Seed;
+
+struct Cluster {
+    nodes: Vec<LogReplica<MemLog>>,
+    ids: Vec<NodeId>,
+    now: Instant,
+    /// Blocked directed links (from, to).
+    cut: BTreeSet<(usize, usize)>,
+    queue: VecDeque<(usize, usize, Vec<u8>)>,
+    /// Acknowledged writes: (payload), in order of acknowledgement.
+    acked: Vec<Vec<u8>>,
+    abandoned: usize,
+    /// Which nodes led each term.
+    leaders: BTreeMap<u64, BTreeSet<usize>>,
+    /// seq → payload of writes a leader accepted, by node (to look acknowledged ones up).
+    accepted: BTreeMap<(usize, u64), Vec<u8>>,
+}
+
+impl Cluster {
+    fn new(n: usize) -> Cluster {
+        let ids: Vec<NodeId> = (0..n)
+            .map(|i| Identity::from_seed(&Seed::from_u64(500 + i as u64)).node_id())
+            .collect();
+        let cfg = ReplicationConfig {
+            factor: n as u8,
+            ..ReplicationConfig::default()
+        };
+        let nodes = ids
+            .iter()
+            .map(|me| {
+                LogReplica::new(
+                    cfg.clone(),
+                    7,
+                    *me,
+                    ids.clone(),
+                    MemLog::new(100_000, 1 << 16),
+                    0,
+                    None,
+                    100_000_000,
+                    Instant::ZERO,
+                )
+            })
+            .collect();
+        Cluster {
+            nodes,
+            ids,
+            now: Instant::ZERO,
+            cut: BTreeSet::new(),
+            queue: VecDeque::new(),
+            acked: Vec::new(),
+            abandoned: 0,
+            leaders: BTreeMap::new(),
+            accepted: BTreeMap::new(),
+        }
+    }
+
+    fn index(&self, id: &NodeId) -> usize {
+        self.ids.iter().position(|i| i == id).unwrap()
+    }
+
+    /// Moves outputs and messages until everything is quiet; persistence is immediate.
+    fn pump(&mut self) {
+        for _ in 0..100_000 {
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                while let Some(o) = self.nodes[i].poll_output() {
+                    moved = true;
+                    match o {
+                        Output::Send { to, bytes } => {
+                            let j = self.index(&to);
+                            if !self.cut.contains(&(i, j)) {
+                                self.queue.push_back((i, j, bytes));
+                            }
+                        }
+                        Output::Persist { upto } => {
+                            let now = self.now;
+                            self.nodes[i].on_persisted(now, upto);
+                        }
+                        Output::Acked { seq } => {
+                            let p = self.accepted[&(i, seq)].clone();
+                            self.acked.push(p);
+                        }
+                        Output::Abandoned { .. } => self.abandoned += 1,
+                        Output::Transition(t) => {
+                            if t.to == Role::Leader {
+                                let term = self.nodes[i].term();
+                                self.leaders.entry(term).or_default().insert(i);
+                            }
+                        }
+                    }
+                }
+            }
+            while let Some((i, j, b)) = self.queue.pop_front() {
+                moved = true;
+                let from = self.ids[i];
+                let now = self.now;
+                self.nodes[j].on_message(now, from, &b);
+            }
+            self.check();
+            if !moved {
+                return;
+            }
+        }
+        panic!("no quiescence");
+    }
+
+    /// The safety properties, after every step.
+    fn check(&self) {
+        for (term, ls) in &self.leaders {
+            assert!(ls.len() <= 1, "two leaders in term {term}: {ls:?}");
+        }
+        // Committed prefixes agree everywhere.
+        for a in &self.nodes {
+            for b in &self.nodes {
+                let c = a.commit().min(b.commit());
+                let (ea, eb) = (
+                    a.store().read(0, c as usize, usize::MAX),
+                    b.store().read(0, c as usize, usize::MAX),
+                );
+                let pa: Vec<_> = ea
+                    .iter()
+                    .map(|e| (e.seq, e.term, e.payload.clone()))
+                    .collect();
+                let pb: Vec<_> = eb
+                    .iter()
+                    .map(|e| (e.seq, e.term, e.payload.clone()))
+                    .collect();
+                assert_eq!(pa, pb, "committed prefixes differ");
+            }
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        let end = self.now.saturating_add(d);
+        while self.now < end {
+            self.now = self.now.saturating_add(Duration::from_millis(10)).min(end);
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].poll_timeout() <= self.now {
+                    let now = self.now;
+                    self.nodes[i].on_tick(now);
+                }
+            }
+            self.pump();
+        }
+    }
+
+    fn leader(&self) -> Option<usize> {
+        let ls: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].role() == Role::Leader)
+            .collect();
+        match ls[..] {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    fn write(&mut self, at: usize, payload: &[u8]) -> Result<u64, AppendError> {
+        let now = self.now;
+        let seq = self.nodes[at].append(now, payload, Durability::Quorum)?;
+        self.accepted.insert((at, seq), payload.to_vec());
+        self.pump();
+        Ok(seq)
+    }
+
+    fn isolate(&mut self, i: usize) {
+        for j in 0..self.nodes.len() {
+            if i != j {
+                self.cut.insert((i, j));
+                self.cut.insert((j, i));
+            }
+        }
+    }
+
+    fn payloads(&self, i: usize) -> Vec<Vec<u8>> {
+        let s = self.nodes[i].store();
+        s.read(s.first_seq(), usize::MAX, usize::MAX)
+            .into_iter()
+            .map(|e| e.payload)
+            .collect()
+    }
+}
+
+#[test]
+fn one_leader_is_elected_and_quorum_writes_reach_every_replica() {
+    let mut c = Cluster::new(3);
+    c.advance(Duration::from_secs(3));
+    let l = c.leader().expect("a leader");
+    for i in 0..20u8 {
+        c.write(l, &[i]).unwrap();
+    }
+    c.advance(Duration::from_secs(1));
+    assert_eq!(c.acked.len(), 20, "every quorum write acknowledged");
+    for i in 0..3 {
+        assert_eq!(c.payloads(i).len(), 20, "replica {i}");
+        assert_eq!(
+            c.nodes[i].commit(),
+            20,
+            "replica {i} knows the commit point"
+        );
+    }
+    // A follower refuses writes and names the leader.
+    let f = (l + 1) % 3;
+    assert_eq!(
+        c.write(f, b"x"),
+        Err(AppendError::NotLeader {
+            leader: Some(c.ids[l])
+        })
+    );
+}
+
+#[test]
+fn an_isolated_leader_steps_down_and_its_unacknowledged_suffix_is_truncated() {
+    let mut c = Cluster::new(3);
+    c.advance(Duration::from_secs(3));
+    let old = c.leader().unwrap();
+    for i in 0..5u8 {
+        c.write(old, &[i]).unwrap();
+    }
+    c.advance(Duration::from_millis(500));
+    assert_eq!(c.acked.len(), 5);
+    c.isolate(old);
+    // Accepted by the old leader, never acknowledged: no majority can store them.
+    for i in 0..3u8 {
+        c.write(old, &[100 + i]).unwrap();
+    }
+    let term_before = c.nodes[old].term();
+    c.advance(Duration::from_secs(3));
+    assert_ne!(
+        c.nodes[old].role(),
+        Role::Leader,
+        "stepped down without a majority"
+    );
+    assert_eq!(
+        c.abandoned, 3,
+        "its pending writes were abandoned, not acknowledged"
+    );
+    let new = (0..3)
+        .find(|i| *i != old && c.nodes[*i].role() == Role::Leader)
+        .expect("the majority elected a new leader");
+    assert!(c.nodes[new].term() > term_before);
+    for i in 0..5u8 {
+        c.write(new, &[200 + i]).unwrap();
+    }
+    c.advance(Duration::from_millis(500));
+    assert_eq!(c.acked.len(), 10);
+    // Heal: the old leader rejoins as a replica, drops its suffix and catches up.
+    c.cut.clear();
+    c.advance(Duration::from_secs(3));
+    let want: Vec<Vec<u8>> = (0..5u8)
+        .map(|i| vec![i])
+        .chain((0..5u8).map(|i| vec![200 + i]))
+        .collect();
+    for i in 0..3 {
+        assert_eq!(c.payloads(i), want, "replica {i}");
+    }
+    // Every acknowledged write is in every log.
+    for a in &c.acked {
+        for i in 0..3 {
+            assert!(c.payloads(i).contains(a));
+        }
+    }
+}
+
+#[test]
+fn a_minority_cannot_elect_and_a_single_node_log_leads_alone() {
+    let mut c = Cluster::new(3);
+    c.advance(Duration::from_secs(3));
+    let l = c.leader().unwrap();
+    // Every link cut: nobody can win a term.
+    for i in 0..3 {
+        c.isolate(i);
+    }
+    c.advance(Duration::from_secs(10));
+    assert_eq!(c.leader(), None, "no leader without a majority");
+    let _ = l;
+    let mut one = Cluster::new(1);
+    one.advance(Duration::from_secs(3));
+    assert_eq!(one.leader(), Some(0));
+    one.write(0, b"solo").unwrap();
+    assert_eq!(one.acked.len(), 1);
+}
+
+#[test]
+fn five_replicas_survive_rolling_partitions() {
+    let mut c = Cluster::new(5);
+    c.advance(Duration::from_secs(3));
+    let mut n = 0u8;
+    for round in 0..6 {
+        if let Some(l) = c.leader() {
+            for _ in 0..5 {
+                let _ = c.write(l, &[round, n]);
+                n = n.wrapping_add(1);
+            }
+        }
+        // Cut a different pair off each round.
+        c.cut.clear();
+        let (a, b) = (round as usize % 5, (round as usize + 2) % 5);
+        c.isolate(a);
+        c.isolate(b);
+        c.advance(Duration::from_secs(3));
+    }
+    c.cut.clear();
+    c.advance(Duration::from_secs(5));
+    assert!(
+        c.acked.len() >= 10,
+        "progress under partitions: {}",
+        c.acked.len()
+    );
+    for a in &c.acked {
+        for i in 0..5 {
+            assert!(c.payloads(i).contains(a), "acknowledged write lost on {i}");
+        }
+    }
+}
