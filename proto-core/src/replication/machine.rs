@@ -97,6 +97,16 @@ pub enum Output {
     Transition(Transition),
 }
 
+/// The fixed fields of a SYNC_RESPONSE.
+#[derive(Debug, Clone, Copy)]
+struct Response {
+    first_seq: u64,
+    prev_term: u64,
+    leader_first_retained: u64,
+    commit: u64,
+    leader_next: u64,
+}
+
 /// One log's replica on one node.
 #[derive(Debug)]
 pub struct LogReplica<S: LogStore> {
@@ -122,6 +132,9 @@ pub struct LogReplica<S: LogStore> {
     next_heartbeat: Instant,
     pending: BTreeMap<u64, Durability>,
     pull_from: u64,
+    /// Our log matches the current leader's below this (checked by a response in this term);
+    /// only that part may be committed here.
+    verified: u64,
     request_sent: Option<Instant>,
     budget: BandwidthBudget,
     notify: bool,
@@ -167,6 +180,7 @@ impl<S: LogStore> LogReplica<S> {
             commit: store.first_seq(),
             durable,
             pull_from: durable,
+            verified: 0,
             store,
             leader: None,
             leader_next: 0,
@@ -371,6 +385,7 @@ impl<S: LogStore> LogReplica<S> {
             } => self.on_request(now, from, term, since, prev_term, chunk_max),
             SyncMsg::Response {
                 first_seq,
+                prev_term,
                 leader_first_retained,
                 commit,
                 leader_next,
@@ -378,16 +393,14 @@ impl<S: LogStore> LogReplica<S> {
                 ..
             } => {
                 let evs: Vec<(u64, u64, &[u8])> = events.iter().collect();
-                self.on_response(
-                    now,
-                    from,
-                    term,
+                let r = Response {
                     first_seq,
+                    prev_term,
                     leader_first_retained,
                     commit,
                     leader_next,
-                    &evs,
-                );
+                };
+                self.on_response(now, from, term, &r, &evs);
             }
             SyncMsg::Nack {
                 since, code, term, ..
@@ -415,6 +428,7 @@ impl<S: LogStore> LogReplica<S> {
     fn adopt_term(&mut self, _now: Instant, term: u64) {
         self.term = term;
         self.voted_for = None;
+        self.verified = self.commit;
         self.votes.clear();
         match self.role() {
             Role::Leader => {
@@ -625,14 +639,17 @@ impl<S: LogStore> LogReplica<S> {
             self.signal(Signal::ElectionLost);
             self.election_at = None;
         }
+        if self.leader != Some(from) {
+            self.verified = self.commit;
+        }
         self.leader = Some(from);
         self.last_leader = now;
     }
 
     fn set_commit(&mut self, leader_commit: u64) {
-        // Only what we hold that matches the leader's log (everything below `pull_from` was
-        // checked) can be committed here.
-        let c = leader_commit.min(self.pull_from).min(self.durable);
+        // Only what we hold that matches the leader's log (checked by a response in this
+        // term) can be committed here.
+        let c = leader_commit.min(self.verified).min(self.durable);
         if c > self.commit {
             self.commit = c;
         }
@@ -717,11 +734,16 @@ impl<S: LogStore> LogReplica<S> {
         let mut b =
             Vec::with_capacity(ws::SYNC_RESPONSE_HEADER_LEN + bytes as usize + 20 * evs.len());
         let it = evs.iter().map(|e| (e.term, e.payload.as_slice()));
+        let prev_term = start
+            .checked_sub(1)
+            .and_then(|p| self.store.term_at(p))
+            .unwrap_or(0);
         if ws::write_response(
             &mut b,
             self.log,
             self.term,
             start,
+            prev_term,
             first,
             self.commit,
             next,
@@ -735,24 +757,38 @@ impl<S: LogStore> LogReplica<S> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_response(
         &mut self,
         now: Instant,
         from: NodeId,
         term: u64,
-        first_seq: u64,
-        leader_first_retained: u64,
-        commit: u64,
-        leader_next: u64,
+        resp: &Response,
         events: &[(u64, u64, &[u8])],
     ) {
+        let Response {
+            first_seq,
+            prev_term,
+            leader_first_retained,
+            commit,
+            leader_next,
+        } = *resp;
         if term < self.term || self.role() == Role::Leader {
             return;
         }
         self.follow(now, from);
         self.request_sent = None;
         self.leader_next = leader_next;
+        // Apply only where our log matches the leader's just before the events: a response
+        // to an older request may arrive after our log changed there.
+        if let Some(prev) = first_seq.checked_sub(1) {
+            let ours = self.store.term_at(prev);
+            let committed_here = prev < self.commit;
+            if ours.is_some() && !committed_here && ours != Some(prev_term) {
+                self.pull_from = self.pull_from.min(first_seq).max(self.commit);
+                self.request(now);
+                return;
+            }
+        }
         if first_seq > self.store.next_seq() {
             if first_seq == leader_first_retained && self.store.skip_to(first_seq).is_ok() {
                 // The leader trimmed what we lack: continue from its first event.
@@ -792,6 +828,9 @@ impl<S: LogStore> LogReplica<S> {
             self.durable = self.durable.min(leader_next);
         }
         self.pull_from = end.min(self.store.next_seq());
+        // The leader answered a request whose `since` and `prev_term` matched its log, and we
+        // now hold its events up to `end`: everything below matches.
+        self.verified = self.pull_from;
         self.set_commit(commit);
         if applied > 0 || self.durable < self.store.next_seq() {
             self.out.push_back(Output::Persist {

@@ -35,9 +35,9 @@ pub const VOTE_REQUEST_LEN: usize = 1 + 8 + 8 + 8 + 8;
 pub const VOTE_LEN: usize = 1 + 8 + 8 + 1;
 /// SYNC_HEARTBEAT length: type, log, term, tail, commit, role, wall clock.
 pub const SYNC_HEARTBEAT_LEN: usize = 1 + 8 + 8 + 8 + 8 + 1 + 8;
-/// SYNC_RESPONSE header: type, log, term, first_seq, leader_first_retained, commit,
-/// leader_next, count.
-pub const SYNC_RESPONSE_HEADER_LEN: usize = 1 + 8 + 8 + 8 + 8 + 8 + 8 + 4;
+/// SYNC_RESPONSE header: type, log, term, first_seq, prev_term, leader_first_retained,
+/// commit, leader_next, count.
+pub const SYNC_RESPONSE_HEADER_LEN: usize = 1 + 8 + 8 + 8 + 8 + 8 + 8 + 8 + 4;
 /// Per event in a SYNC_RESPONSE: seq, term, len.
 pub const SYNC_EVENT_HEADER_LEN: usize = 8 + 8 + 4;
 /// SYNC_NACK header: type, log, term, since, code, detail length.
@@ -156,6 +156,9 @@ pub enum SyncMsg<'a> {
         term: u64,
         /// The first event's sequence.
         first_seq: u64,
+        /// The term of the leader's event `first_seq − 1` (0 if none or no longer retained): a
+        /// replica applies the events only where its own log matches there.
+        prev_term: u64,
         /// The leader's first retained sequence: a replica behind it skips ahead (a
         /// retention trim); any other gap is divergence.
         leader_first_retained: u64,
@@ -296,6 +299,7 @@ pub fn decode(bytes: &[u8]) -> Result<SyncMsg<'_>, WireError> {
         }
         ty::SYNC_RESPONSE => {
             let first_seq = r.u64()?;
+            let prev_term = r.u64()?;
             let leader_first_retained = r.u64()?;
             let commit = r.u64()?;
             let leader_next = r.u64()?;
@@ -324,6 +328,7 @@ pub fn decode(bytes: &[u8]) -> Result<SyncMsg<'_>, WireError> {
                 log,
                 term,
                 first_seq,
+                prev_term,
                 leader_first_retained,
                 commit,
                 leader_next,
@@ -458,6 +463,7 @@ pub fn write_response<'e>(
     log: u64,
     term: u64,
     first_seq: u64,
+    prev_term: u64,
     leader_first_retained: u64,
     commit: u64,
     leader_next: u64,
@@ -473,6 +479,7 @@ pub fn write_response<'e>(
     }
     head(out, ty::SYNC_RESPONSE, log, term);
     out.extend_from_slice(&first_seq.to_le_bytes());
+    out.extend_from_slice(&prev_term.to_le_bytes());
     out.extend_from_slice(&leader_first_retained.to_le_bytes());
     out.extend_from_slice(&commit.to_le_bytes());
     out.extend_from_slice(&leader_next.to_le_bytes());
@@ -565,10 +572,10 @@ mod tests {
     fn response_and_nack_bytes_are_pinned() {
         let mut out = Vec::new();
         let evs: [(u64, &[u8]); 2] = [(1, b"ab"), (2, b"c")];
-        write_response(&mut out, 1, 2, 10, 5, 9, 12, evs.into_iter()).unwrap();
+        write_response(&mut out, 1, 2, 10, 1, 5, 9, 12, evs.into_iter()).unwrap();
         let mut want = vec![0x21u8];
-        for v in [1u64, 2, 10, 5, 9, 12] {
-            // log, term, first, retained, commit, leader_next
+        for v in [1u64, 2, 10, 1, 5, 9, 12] {
+            // log, term, first, prev_term, retained, commit, leader_next
             want.extend_from_slice(&v.to_le_bytes());
         }
         want.extend_from_slice(&2u32.to_le_bytes()); // count
@@ -638,6 +645,7 @@ mod tests {
                 0,
                 0,
                 0,
+                0,
                 [(1, &big[..])].into_iter()
             ),
             Err(ResponseError::OverCeiling)
@@ -652,7 +660,7 @@ mod tests {
         assert_eq!(decode(&req), Err(WireError::Malformed));
         assert_eq!(decode(&[0x26; 17]), Err(WireError::Kind));
         let mut count = Vec::new();
-        write_response(&mut count, 1, 1, 0, 0, 0, 0, core::iter::empty()).unwrap();
+        write_response(&mut count, 1, 1, 0, 0, 0, 0, 0, core::iter::empty()).unwrap();
         count[SYNC_RESPONSE_HEADER_LEN - 4..].copy_from_slice(&(MAX_EVENTS + 1).to_le_bytes());
         assert_eq!(decode(&count), Err(WireError::Malformed));
     }
