@@ -41,13 +41,14 @@
 //! - [`trace`]: records, the hash, JSON lines.
 //! - [`storage`]: simulated persistence with sync latency, crash loss and torn writes.
 //! - [`shrink`]: reducing a failing fault schedule to a minimal one.
-//! - [`transfer`], [`rpc`]: workloads with reference checks (a stream transfer; nRPC calls of
-//!   every shape).
+//! - [`transfer`], [`rpc`], [`replog`]: workloads with reference checks (a stream transfer;
+//!   nRPC calls of every shape; replicated logs under a Jepsen-style history checker).
 
 pub mod clock;
 pub mod fault;
 pub mod link;
 pub mod machine;
+pub mod replog;
 pub mod rpc;
 pub mod scenarios;
 pub mod shrink;

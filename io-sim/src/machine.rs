@@ -56,6 +56,23 @@ pub trait Machine {
     }
 }
 
+/// `poll_transmit` for a machine that queues whole datagrams: the front one is copied into
+/// `buf` (or a typed error if it does not fit, and it stays queued).
+pub fn pop_datagram(
+    queue: &mut std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
+    buf: &mut [u8],
+) -> Result<Option<(SocketAddr, usize)>, ContractError> {
+    let Some((to, bytes)) = queue.front() else {
+        return Ok(None);
+    };
+    let (to, len) = (*to, bytes.len());
+    buf.get_mut(..len)
+        .ok_or_else(|| ContractError(format!("buffer too small for a {len}-byte datagram")))?
+        .copy_from_slice(bytes);
+    queue.pop_front();
+    Ok(Some((to, len)))
+}
+
 impl Machine for Node {
     type Event = proto_core::Event;
 

@@ -368,14 +368,7 @@ impl Machine for Echo {
         _now: Instant,
         buf: &mut [u8],
     ) -> Result<Option<(SocketAddr, usize)>, ContractError> {
-        let Some((to, bytes)) = self.out.pop_front() else {
-            return Ok(None);
-        };
-        let dst = buf
-            .get_mut(..bytes.len())
-            .ok_or_else(|| ContractError("buffer too small".into()))?;
-        dst.copy_from_slice(&bytes);
-        Ok(Some((to, bytes.len())))
+        crate::machine::pop_datagram(&mut self.out, buf)
     }
 
     fn poll_event(&mut self) -> Option<usize> {

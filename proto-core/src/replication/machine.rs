@@ -93,8 +93,14 @@ pub enum Output {
         /// Its sequence.
         seq: u64,
     },
-    /// The role changed.
-    Transition(Transition),
+    /// The role changed, in `term` (the term when it happened: a node that wins a term and
+    /// then hears of a newer one reports both changes, each with its own term).
+    Transition {
+        /// The change.
+        change: Transition,
+        /// The term it happened in.
+        term: u64,
+    },
 }
 
 /// The fixed fields of a SYNC_RESPONSE.
@@ -140,6 +146,8 @@ pub struct LogReplica<S: LogStore> {
     notify: bool,
     out: VecDeque<Output>,
     last_election: Option<Instant>,
+    /// Events one request asks for, and payload bytes one response carries at most.
+    chunk: (u32, usize),
     /// Counters and gauges.
     pub metrics: LogMetrics,
 }
@@ -198,6 +206,7 @@ impl<S: LogStore> LogReplica<S> {
             notify: false,
             out: VecDeque::new(),
             last_election: None,
+            chunk: (CHUNK_MAX, CHUNK_BYTES),
             metrics: LogMetrics {
                 role: Role::Replica,
                 ..LogMetrics::default()
@@ -247,6 +256,12 @@ impl<S: LogStore> LogReplica<S> {
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
     }
+    /// Limits catch-up chunks: events per request and payload bytes per response (at least
+    /// one event always goes). A transport with small messages sets them low.
+    pub fn set_chunk_limits(&mut self, events: u32, bytes: usize) {
+        self.chunk = (events.clamp(1, ws::MAX_EVENTS), bytes.max(1));
+    }
+
     /// Records a measured RTT to `peer` (for the election order).
     pub fn set_rtt(&mut self, peer: NodeId, rtt: Duration) {
         self.rtts.insert(peer, rtt);
@@ -333,7 +348,7 @@ impl<S: LogStore> LogReplica<S> {
             }
         }
         match self.role() {
-            Role::Replica if now.saturating_duration_since(self.last_leader) > silence => {
+            Role::Replica if now.saturating_duration_since(self.last_leader) >= silence => {
                 self.leader = None;
                 if let Ok(t) = self.coord.apply(Signal::MissedHeartbeats) {
                     self.on_transition(t);
@@ -415,7 +430,10 @@ impl<S: LogStore> LogReplica<S> {
         if (t.from == Role::Leader) != (t.to == Role::Leader) {
             self.metrics.leader_changes += 1;
         }
-        self.out.push_back(Output::Transition(t));
+        self.out.push_back(Output::Transition {
+            change: t,
+            term: self.term,
+        });
     }
 
     fn signal(&mut self, s: Signal) {
@@ -489,6 +507,14 @@ impl<S: LogStore> LogReplica<S> {
         }
     }
 
+    /// This node's stagger, in heartbeats, for the current term: different for every member
+    /// and shifting with the term.
+    fn spread(&self) -> u32 {
+        let me = self.members.iter().position(|n| *n == self.me).unwrap_or(0) as u64;
+        let n = self.members.len().max(1) as u64;
+        u32::try_from((me + self.term) % n).unwrap_or(0)
+    }
+
     fn start_election(&mut self, now: Instant) {
         if self.cfg.leader_pinned.is_some_and(|p| p != self.me) {
             self.election_at = Some(now.saturating_add(self.cfg.silence()));
@@ -508,7 +534,11 @@ impl<S: LogStore> LogReplica<S> {
             ws::write_vote_request(&mut b, self.log, self.term, next, last_term);
             self.out.push_back(Output::Send { to: peer, bytes: b });
         }
-        self.election_at = Some(now.saturating_add(self.cfg.silence()));
+        // If this attempt fails, the next waits the silence window plus a spread that differs
+        // per node and per term (deterministic, from the member index), so candidates that
+        // collided once do not keep colliding.
+        let wait = self.cfg.silence() + self.cfg.heartbeat() * self.spread();
+        self.election_at = Some(now.saturating_add(wait));
         self.maybe_win(now);
     }
 
@@ -534,6 +564,20 @@ impl<S: LogStore> LogReplica<S> {
         let mut b = Vec::with_capacity(ws::VOTE_LEN);
         ws::write_vote(&mut b, self.log, self.term, granted);
         self.out.push_back(Output::Send { to: from, bytes: b });
+        if !up_to_date && term == self.term && self.leader.is_none() && self.role() != Role::Leader
+        {
+            // We refused a candidate whose log is behind ours: we are a better candidate, so
+            // stand soon rather than wait our turn (otherwise less up-to-date candidates could
+            // keep resetting us and none would ever win). Several may refuse at once: each
+            // waits its own spread, so they do not split the vote among themselves.
+            if self.role() == Role::Replica {
+                self.signal(Signal::MissedHeartbeats);
+            }
+            if self.role() == Role::Candidate {
+                let at = now.saturating_add(self.cfg.heartbeat() * self.spread());
+                self.election_at = Some(self.election_at.map_or(at, |e| e.min(at)));
+            }
+        }
     }
 
     fn on_vote(&mut self, now: Instant, from: NodeId, term: u64, granted: bool) {
@@ -668,7 +712,7 @@ impl<S: LogStore> LogReplica<S> {
             .and_then(|s| self.store.term_at(s))
             .unwrap_or(0);
         let mut b = Vec::with_capacity(ws::SYNC_REQUEST_LEN);
-        ws::write_request(&mut b, self.log, self.term, since, prev_term, CHUNK_MAX);
+        ws::write_request(&mut b, self.log, self.term, since, prev_term, self.chunk.0);
         self.out.push_back(Output::Send {
             to: leader,
             bytes: b,
@@ -723,7 +767,7 @@ impl<S: LogStore> LogReplica<S> {
         let start = since.max(first);
         let evs = self
             .store
-            .read(start, chunk_max.min(ws::MAX_EVENTS) as usize, CHUNK_BYTES);
+            .read(start, chunk_max.min(ws::MAX_EVENTS) as usize, self.chunk.1);
         let bytes: u64 = evs.iter().map(|e| e.payload.len() as u64).sum();
         if bytes > 0 {
             if let Admission::Defer { .. } = self.budget.try_consume(bytes, now) {

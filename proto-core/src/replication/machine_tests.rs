@@ -175,9 +175,8 @@ impl Cluster {
                 self.acked.push(p);
             }
             Output::Abandoned { .. } => self.abandoned += 1,
-            Output::Transition(t) => {
+            Output::Transition { change: t, term } => {
                 if t.to == Role::Leader {
-                    let term = self.nodes[i].term();
                     self.leaders.entry(term).or_default().insert(i);
                     self.check_leader_complete(i, term);
                 }
@@ -490,9 +489,22 @@ fn chaos(seed: u64, n: usize, steps: usize) {
         }
     }
     c.advance(Duration::from_secs(3));
-    let l = c
-        .leader()
-        .unwrap_or_else(|| panic!("seed {seed}: no leader after healing"));
+    let l = c.leader().unwrap_or_else(|| {
+        let st: Vec<_> = c
+            .nodes
+            .iter()
+            .map(|x| {
+                (
+                    x.role(),
+                    x.term(),
+                    x.store().next_seq(),
+                    x.commit(),
+                    x.voted_for().map(|v| c.index(&v)),
+                )
+            })
+            .collect();
+        panic!("seed {seed}: no leader after healing: {st:?}")
+    });
     let final_log = c.payloads(l);
     for a in &c.acked {
         assert!(
