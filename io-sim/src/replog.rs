@@ -269,6 +269,12 @@ pub struct History {
     pub attempted: BTreeMap<u64, usize>,
     /// Writes acknowledged (values).
     pub acked: BTreeSet<u64>,
+    /// When each acknowledgement came, and from which host.
+    pub ack_times: Vec<(Instant, usize)>,
+    /// When each write was accepted (appended by a leader), and by which host.
+    pub accept_times: Vec<(Instant, usize)>,
+    /// When each host became leader.
+    pub leader_times: Vec<(Instant, usize)>,
     /// Writes abandoned.
     pub abandoned: usize,
     /// Who led each term.
@@ -376,6 +382,7 @@ pub fn replog(p: LogParams) -> (World<LogHost>, Rc<RefCell<History>>) {
                     let mut hist = h.borrow_mut();
                     hist.attempted.insert(value, i);
                     hist.in_flight.insert((i, seq), value);
+                    hist.accept_times.push((now, i));
                 }
             }
         }
@@ -400,6 +407,7 @@ pub fn replog(p: LogParams) -> (World<LogHost>, Rc<RefCell<History>>) {
                 LogEvent::Acked { seq } => {
                     if let Some(v) = hist.in_flight.remove(&(i, *seq)) {
                         hist.acked.insert(v);
+                        hist.ack_times.push((w.now(), i));
                     }
                 }
                 LogEvent::Abandoned { seq } => {
@@ -411,6 +419,7 @@ pub fn replog(p: LogParams) -> (World<LogHost>, Rc<RefCell<History>>) {
                     term,
                 } => {
                     hist.elections += 1;
+                    hist.leader_times.push((w.now(), i));
                     let ls = hist.leaders.entry(*term).or_default();
                     ls.insert(i);
                     if ls.len() > 1 {
