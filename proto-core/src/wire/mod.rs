@@ -233,17 +233,23 @@ pub enum Packet<'a> {
     Data(DataHeader, &'a [u8]),
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
+/// A cursor over untrusted bytes, shared by every decoder: each read checks the length, and a
+/// short read is `Truncated`.
+pub(crate) struct Reader<'a> {
+    /// What is left.
+    pub(crate) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn u8(&mut self) -> Result<u8, WireError> {
+    pub(crate) fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf }
+    }
+    pub(crate) fn u8(&mut self) -> Result<u8, WireError> {
         let (&b, rest) = self.buf.split_first().ok_or(WireError::Truncated)?;
         self.buf = rest;
         Ok(b)
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let (head, rest) = self.buf.split_at_checked(n).ok_or(WireError::Truncated)?;
         self.buf = rest;
         Ok(head)
@@ -253,11 +259,22 @@ impl<'a> Reader<'a> {
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
-    fn u32(&mut self) -> Result<u32, WireError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    pub(crate) fn u32(&mut self) -> Result<u32, WireError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, WireError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, WireError> {
         Ok(u64::from_le_bytes(self.array()?))
+    }
+    /// Nothing may be left (`Malformed` otherwise).
+    pub(crate) fn end(&self) -> Result<(), WireError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::Malformed)
+        }
     }
     fn zero(&mut self, n: usize) -> Result<(), WireError> {
         if self.take(n)?.iter().all(|&b| b == 0) {

@@ -9,7 +9,7 @@
 
 use alloc::vec::Vec;
 
-use super::WireError;
+use super::{Reader, WireError};
 
 /// Frame type bytes.
 pub mod ty {
@@ -138,9 +138,9 @@ impl<'a> Metadata<'a> {
 
     /// The entries in order.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> {
-        let mut r = Reader(self.bytes);
+        let mut r = Reader::new(self.bytes);
         (0..self.count).map_while(move |_| {
-            let key = r.name().ok()?;
+            let key = read_name(&mut r).ok()?;
             let len = usize::from(r.u16().ok()?);
             let value = r.take(len).ok()?;
             Some((key, value))
@@ -181,16 +181,16 @@ impl<'a> ServicesFrame<'a> {
 
     /// Each service: its name and its methods `(name, shape)`.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, ServiceMethods<'a>)> {
-        let mut r = Reader(self.bytes);
+        let mut r = Reader::new(self.bytes);
         (0..self.count).map_while(move |_| {
-            let name = r.name().ok()?;
+            let name = read_name(&mut r).ok()?;
             let n = r.u8().ok()?;
-            let start = r.0;
+            let start = r.buf;
             for _ in 0..n {
-                r.name().ok()?;
+                read_name(&mut r).ok()?;
                 r.u8().ok()?;
             }
-            let used = start.len() - r.0.len();
+            let used = start.len() - r.buf.len();
             Some((
                 name,
                 ServiceMethods {
@@ -212,9 +212,9 @@ pub struct ServiceMethods<'a> {
 impl<'a> ServiceMethods<'a> {
     /// Each method's name and shape.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, Shape)> {
-        let mut r = Reader(self.bytes);
+        let mut r = Reader::new(self.bytes);
         (0..self.count).map_while(move |_| {
-            let name = r.name().ok()?;
+            let name = read_name(&mut r).ok()?;
             let shape = Shape::from_byte(r.u8().ok()?)?;
             Some((name, shape))
         })
@@ -243,52 +243,13 @@ pub enum RpcFrame<'a> {
     Services(ServicesFrame<'a>),
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        if self.0.len() < n {
-            return Err(WireError::Malformed);
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
+/// A length-prefixed (u8) non-empty UTF-8 name.
+fn read_name<'a>(r: &mut Reader<'a>) -> Result<&'a str, WireError> {
+    let len = usize::from(r.u8()?);
+    if len == 0 {
+        return Err(WireError::Malformed);
     }
-    fn u8(&mut self) -> Result<u8, WireError> {
-        let (&b, rest) = self.0.split_first().ok_or(WireError::Malformed)?;
-        self.0 = rest;
-        Ok(b)
-    }
-    fn u16(&mut self) -> Result<u16, WireError> {
-        let (b, rest) = self.0.split_first_chunk().ok_or(WireError::Malformed)?;
-        self.0 = rest;
-        Ok(u16::from_le_bytes(*b))
-    }
-    fn u32(&mut self) -> Result<u32, WireError> {
-        let (b, rest) = self.0.split_first_chunk().ok_or(WireError::Malformed)?;
-        self.0 = rest;
-        Ok(u32::from_le_bytes(*b))
-    }
-    fn u64(&mut self) -> Result<u64, WireError> {
-        let (b, rest) = self.0.split_first_chunk().ok_or(WireError::Malformed)?;
-        self.0 = rest;
-        Ok(u64::from_le_bytes(*b))
-    }
-    /// A length-prefixed (u8) non-empty UTF-8 name.
-    fn name(&mut self) -> Result<&'a str, WireError> {
-        let len = usize::from(self.u8()?);
-        if len == 0 {
-            return Err(WireError::Malformed);
-        }
-        core::str::from_utf8(self.take(len)?).map_err(|_| WireError::Malformed)
-    }
-    fn end(&self) -> Result<(), WireError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(WireError::Malformed)
-        }
-    }
+    core::str::from_utf8(r.take(len)?).map_err(|_| WireError::Malformed)
 }
 
 /// Decodes the frame at the start of `buf`.
@@ -308,79 +269,86 @@ pub fn decode(buf: &[u8], max_body: usize) -> Result<Option<(RpcFrame<'_>, usize
     let Some(body) = rest.get(..len) else {
         return Ok(None);
     };
-    let mut r = Reader(body);
-    let frame = match t {
-        ty::CALL => {
-            let shape = Shape::from_byte(r.u8()?).ok_or(WireError::Malformed)?;
-            let flags = r.u8()?;
-            let deadline = r.u64()?;
-            let credit = r.u32()?;
-            let service = r.name()?;
-            let method = r.name()?;
-            let count = r.u8()?;
-            if flags != 0 || usize::from(count) > MAX_METADATA {
-                return Err(WireError::Malformed);
-            }
-            let meta_start = r.0;
-            for _ in 0..count {
-                r.name()?;
-                let vlen = usize::from(r.u16()?);
-                r.take(vlen)?;
-            }
-            r.end()?;
-            RpcFrame::Call(CallHeader {
-                shape,
-                deadline_us: (deadline != 0).then_some(deadline),
-                credit,
-                service,
-                method,
-                metadata: Metadata {
-                    bytes: meta_start,
-                    count,
-                },
-            })
-        }
-        ty::MSG => RpcFrame::Msg(body),
-        ty::END => {
-            let status = r.u16()?;
-            if r.0.len() > MAX_DETAIL_LEN {
-                return Err(WireError::Malformed);
-            }
-            let detail = core::str::from_utf8(r.0).map_err(|_| WireError::Malformed)?;
-            RpcFrame::End { status, detail }
-        }
-        ty::GRANT => {
-            let n = r.u32()?;
-            r.end()?;
-            if n == 0 {
-                return Err(WireError::Malformed);
-            }
-            RpcFrame::Grant(n)
-        }
-        ty::EOS => {
-            r.end()?;
-            RpcFrame::Eos
-        }
-        _ => {
-            let version = r.u32()?;
-            let count = r.u16()?;
-            let start = r.0;
-            for _ in 0..count {
-                r.name()?;
-                let methods = r.u8()?;
-                for _ in 0..methods {
-                    r.name()?;
-                    Shape::from_byte(r.u8()?).ok_or(WireError::Malformed)?;
+    let mut r = Reader::new(body);
+    // The body is whole (its length was checked): a read past its end is Malformed.
+    let frame = (|| {
+        Ok(match t {
+            ty::CALL => {
+                let shape = Shape::from_byte(r.u8()?).ok_or(WireError::Malformed)?;
+                let flags = r.u8()?;
+                let deadline = r.u64()?;
+                let credit = r.u32()?;
+                let service = read_name(&mut r)?;
+                let method = read_name(&mut r)?;
+                let count = r.u8()?;
+                if flags != 0 || usize::from(count) > MAX_METADATA {
+                    return Err(WireError::Malformed);
                 }
+                let meta_start = r.buf;
+                for _ in 0..count {
+                    read_name(&mut r)?;
+                    let vlen = usize::from(r.u16()?);
+                    r.take(vlen)?;
+                }
+                r.end()?;
+                RpcFrame::Call(CallHeader {
+                    shape,
+                    deadline_us: (deadline != 0).then_some(deadline),
+                    credit,
+                    service,
+                    method,
+                    metadata: Metadata {
+                        bytes: meta_start,
+                        count,
+                    },
+                })
             }
-            r.end()?;
-            RpcFrame::Services(ServicesFrame {
-                version,
-                count,
-                bytes: start,
-            })
-        }
-    };
+            ty::MSG => RpcFrame::Msg(body),
+            ty::END => {
+                let status = r.u16()?;
+                if r.buf.len() > MAX_DETAIL_LEN {
+                    return Err(WireError::Malformed);
+                }
+                let detail = core::str::from_utf8(r.buf).map_err(|_| WireError::Malformed)?;
+                RpcFrame::End { status, detail }
+            }
+            ty::GRANT => {
+                let n = r.u32()?;
+                r.end()?;
+                if n == 0 {
+                    return Err(WireError::Malformed);
+                }
+                RpcFrame::Grant(n)
+            }
+            ty::EOS => {
+                r.end()?;
+                RpcFrame::Eos
+            }
+            _ => {
+                let version = r.u32()?;
+                let count = r.u16()?;
+                let start = r.buf;
+                for _ in 0..count {
+                    read_name(&mut r)?;
+                    let methods = r.u8()?;
+                    for _ in 0..methods {
+                        read_name(&mut r)?;
+                        Shape::from_byte(r.u8()?).ok_or(WireError::Malformed)?;
+                    }
+                }
+                r.end()?;
+                RpcFrame::Services(ServicesFrame {
+                    version,
+                    count,
+                    bytes: start,
+                })
+            }
+        })
+    })()
+    .map_err(|e| match e {
+        WireError::Truncated => WireError::Malformed,
+        e => e,
+    })?;
     Ok(Some((frame, FRAME_HEADER_LEN + len)))
 }
 

@@ -8,7 +8,7 @@
 
 use alloc::vec::Vec;
 
-use super::WireError;
+use super::{Reader, WireError};
 use crate::replication::role::Role;
 
 /// Message type bytes.
@@ -119,7 +119,7 @@ impl<'a> Events<'a> {
 
     /// Each event's sequence, term and payload.
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64, &'a [u8])> {
-        let mut r = Reader(self.bytes);
+        let mut r = Reader::new(self.bytes);
         (0..self.count).map_while(move |_| {
             let seq = r.u64().ok()?;
             let term = r.u64().ok()?;
@@ -220,49 +220,9 @@ pub enum SyncMsg<'a> {
     },
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        if self.0.len() < n {
-            return Err(WireError::Truncated);
-        }
-        let (h, r) = self.0.split_at(n);
-        self.0 = r;
-        Ok(h)
-    }
-    fn u8(&mut self) -> Result<u8, WireError> {
-        let (&b, r) = self.0.split_first().ok_or(WireError::Truncated)?;
-        self.0 = r;
-        Ok(b)
-    }
-    fn u16(&mut self) -> Result<u16, WireError> {
-        let (b, r) = self.0.split_first_chunk().ok_or(WireError::Truncated)?;
-        self.0 = r;
-        Ok(u16::from_le_bytes(*b))
-    }
-    fn u32(&mut self) -> Result<u32, WireError> {
-        let (b, r) = self.0.split_first_chunk().ok_or(WireError::Truncated)?;
-        self.0 = r;
-        Ok(u32::from_le_bytes(*b))
-    }
-    fn u64(&mut self) -> Result<u64, WireError> {
-        let (b, r) = self.0.split_first_chunk().ok_or(WireError::Truncated)?;
-        self.0 = r;
-        Ok(u64::from_le_bytes(*b))
-    }
-    fn end(&self) -> Result<(), WireError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(WireError::Malformed)
-        }
-    }
-}
-
 /// Decodes one whole message.
 pub fn decode(bytes: &[u8]) -> Result<SyncMsg<'_>, WireError> {
-    let mut r = Reader(bytes);
+    let mut r = Reader::new(bytes);
     let t = r.u8()?;
     let log = r.u64()?;
     let term = r.u64()?;
@@ -307,7 +267,7 @@ pub fn decode(bytes: &[u8]) -> Result<SyncMsg<'_>, WireError> {
             if count > MAX_EVENTS {
                 return Err(WireError::Malformed);
             }
-            let start = r.0;
+            let start = r.buf;
             let mut total = 0u64;
             for i in 0..u64::from(count) {
                 let seq = r.u64()?;
