@@ -883,7 +883,7 @@ impl Node {
         let addr = e.addr;
         let nid = done.peer.node_id();
         if let State::Established(est) = &mut e.state {
-            self.rpc.on_session_up(now, id, nid, &mut est.streams);
+            self.rpc.on_session_up(id, nid, &mut est.streams);
         }
         self.stats.sessions_established += 1;
         if let Some(old) = self.by_peer.insert(nid, id) {

@@ -46,8 +46,8 @@ impl Node {
 
     /// After any RPC operation on `session`: events out, transmit queue, timer.
     fn after_rpc(&mut self, session: SessionId) {
+        // Also moves the RPC machine's events to the node's queue.
         self.drain_stream_events(session);
-        self.pull_rpc_events();
         self.mark_ready(session);
         self.reschedule(session);
     }
@@ -72,7 +72,7 @@ impl Node {
     /// established session is told at once, and every later peer when its session comes up.
     /// Calls then arrive as [`crate::rpc::RpcEvent::Request`].
     pub fn serve(&mut self, now: Instant, service: ServiceSpec) -> Result<(), RpcError> {
-        let now = self.clock.observe(now);
+        self.clock.observe(now);
         let max = self.rpc.cfg.max_services;
         let mut names: Vec<&str> = service.methods.iter().map(|m| m.name.as_str()).collect();
         names.sort_unstable();
@@ -80,22 +80,22 @@ impl Node {
             return Err(Misuse::BadName.into());
         }
         self.rpc.local.serve(&service, max)?;
-        self.announce_all(now);
+        self.announce_all();
         Ok(())
     }
 
     /// Stops serving `service`; peers are told. Calls in flight carry on. False if it was
     /// not served.
     pub fn unserve(&mut self, now: Instant, service: &str) -> bool {
-        let now = self.clock.observe(now);
+        self.clock.observe(now);
         let had = self.rpc.local.unserve(service);
         if had {
-            self.announce_all(now);
+            self.announce_all();
         }
         had
     }
 
-    fn announce_all(&mut self, now: Instant) {
+    fn announce_all(&mut self) {
         let sessions: Vec<SessionId> = self
             .entries
             .iter()
@@ -104,7 +104,7 @@ impl Node {
             .collect();
         for s in sessions {
             if let Some((rpc, streams)) = self.rpc_and_streams(s) {
-                rpc.announce(now, s, streams);
+                rpc.announce(s, streams);
             }
             self.after_rpc(s);
         }

@@ -306,7 +306,6 @@ impl Rpc {
 
     pub(crate) fn on_session_up(
         &mut self,
-        now: Instant,
         session: SessionId,
         peer: NodeId,
         streams: &mut Streams,
@@ -324,13 +323,13 @@ impl Rpc {
             },
         );
         if !self.local.is_empty() {
-            self.announce(now, session, streams);
+            self.announce(session, streams);
         }
     }
 
     /// Writes our current services on `session`'s announcement stream if the peer has not
     /// heard this version yet.
-    pub(crate) fn announce(&mut self, now: Instant, session: SessionId, streams: &mut Streams) {
+    pub(crate) fn announce(&mut self, session: SessionId, streams: &mut Streams) {
         let version = self.local.version;
         let Some(link) = self.links.get_mut(&session) else {
             return;
@@ -354,7 +353,7 @@ impl Rpc {
         // A newer list replaces whatever of an older one was not taken yet.
         link.ours_out.clear();
         self.local.encode(&mut link.ours_out);
-        flush_bytes(streams, id, &mut link.ours_out, now);
+        flush_bytes(streams, id, &mut link.ours_out);
     }
 
     pub(crate) fn on_session_closed(
@@ -1009,7 +1008,7 @@ impl Rpc {
             let Some(c) = self.calls.get_mut(&id) else {
                 return;
             };
-            let stream = c.stream;
+            let (stream, session) = (c.stream, c.session);
             let mut buf = core::mem::take(&mut c.inbuf);
             let (eof, got) = read_some(streams, stream, &mut buf, &mut self.scratch, max_body);
             let mut pos = 0;
@@ -1023,10 +1022,7 @@ impl Rpc {
                         }
                     }
                     Err(_) => {
-                        let session = c_session(&self.calls, id);
-                        if let Some(session) = session {
-                            self.violation(now, session, streams, stream);
-                        }
+                        self.violation(now, session, streams, stream);
                         return;
                     }
                 }
@@ -1198,7 +1194,7 @@ impl Rpc {
     ) {
         if let Some(l) = self.links.get_mut(&session) {
             if l.ours == Some(stream) {
-                flush_bytes(streams, stream, &mut l.ours_out, now);
+                flush_bytes(streams, stream, &mut l.ours_out);
                 return;
             }
         }
@@ -1452,10 +1448,6 @@ impl Rpc {
     }
 }
 
-fn c_session(calls: &BTreeMap<CallId, Box<Call>>, id: CallId) -> Option<SessionId> {
-    calls.get(&id).map(|c| c.session)
-}
-
 fn incoming(
     id: CallId,
     c: &Call,
@@ -1529,7 +1521,7 @@ fn flush_call(streams: &mut Streams, c: &mut Call, now: Instant) {
 }
 
 /// Writes as much of `buf` as the stream takes, dropping what went.
-fn flush_bytes(streams: &mut Streams, stream: StreamId, buf: &mut Vec<u8>, _now: Instant) {
+fn flush_bytes(streams: &mut Streams, stream: StreamId, buf: &mut Vec<u8>) {
     let mut pos = 0;
     while let Some(b) = buf.get(pos..).filter(|b| !b.is_empty()) {
         match streams.write(stream, b) {

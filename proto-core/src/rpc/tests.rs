@@ -86,23 +86,25 @@ impl Pair {
         loop {
             self.drain();
             let mut moved = false;
-            while let Some(t) = self.a.poll_transmit(self.now, &mut buf).unwrap() {
-                self.sent_a += 1;
-                self.drain();
-                self.b
-                    .handle_datagram(self.now, self.a_addr, &buf[..t.len])
-                    .unwrap();
-                self.drain();
-                moved = true;
-            }
-            while let Some(t) = self.b.poll_transmit(self.now, &mut buf).unwrap() {
-                self.sent_b += 1;
-                self.drain();
-                self.a
-                    .handle_datagram(self.now, self.b_addr, &buf[..t.len])
-                    .unwrap();
-                self.drain();
-                moved = true;
+            for a_to_b in [true, false] {
+                loop {
+                    let (from, to, addr) = if a_to_b {
+                        (&mut self.a, &mut self.b, self.a_addr)
+                    } else {
+                        (&mut self.b, &mut self.a, self.b_addr)
+                    };
+                    let Some(t) = from.poll_transmit(self.now, &mut buf).unwrap() else {
+                        break;
+                    };
+                    to.handle_datagram(self.now, addr, &buf[..t.len]).unwrap();
+                    *if a_to_b {
+                        &mut self.sent_a
+                    } else {
+                        &mut self.sent_b
+                    } += 1;
+                    self.drain();
+                    moved = true;
+                }
             }
             if !moved {
                 return;
