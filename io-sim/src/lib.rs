@@ -48,6 +48,7 @@ pub mod clock;
 pub mod fault;
 pub mod link;
 pub mod machine;
+pub mod meshlog;
 pub mod replog;
 pub mod rpc;
 pub mod scenarios;

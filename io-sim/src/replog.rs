@@ -282,7 +282,42 @@ pub struct History {
     /// Leader changes seen.
     pub elections: usize,
     /// (host, seq) → value of writes in flight.
-    in_flight: BTreeMap<(usize, u64), u64>,
+    pub(crate) in_flight: BTreeMap<(usize, u64), u64>,
+}
+
+impl History {
+    /// A leader accepted write `value` as its event `seq`.
+    pub(crate) fn accepted(&mut self, now: Instant, host: usize, seq: u64, value: u64) {
+        self.attempted.insert(value, host);
+        self.in_flight.insert((host, seq), value);
+        self.accept_times.push((now, host));
+    }
+
+    /// `host` acknowledged its event `seq`.
+    pub(crate) fn acked(&mut self, now: Instant, host: usize, seq: u64) {
+        if let Some(v) = self.in_flight.remove(&(host, seq)) {
+            self.acked.insert(v);
+            self.ack_times.push((now, host));
+        }
+    }
+
+    /// `host` abandoned its event `seq`.
+    pub(crate) fn abandoned(&mut self, host: usize, seq: u64) {
+        self.in_flight.remove(&(host, seq));
+        self.abandoned += 1;
+    }
+
+    /// `host` became leader of `term`; an error if another host led it too.
+    pub(crate) fn led(&mut self, now: Instant, host: usize, term: u64) -> Result<(), String> {
+        self.elections += 1;
+        self.leader_times.push((now, host));
+        let ls = self.leaders.entry(term).or_default();
+        ls.insert(host);
+        if ls.len() > 1 {
+            return Err(format!("two leaders in term {term}: {ls:?}"));
+        }
+        Ok(())
+    }
 }
 
 /// The faults of a run, drawn from its seed: every 300 ms to 1 s, one of a symmetric
@@ -358,9 +393,83 @@ pub fn replog(p: LogParams) -> (World<LogHost>, Rc<RefCell<History>>) {
         w.schedule(f);
     }
     let history = Rc::new(RefCell::new(History::default()));
-    // The client: a unique value every `write_every`, to whoever leads.
-    fn tick(
-        w: &mut World<LogHost>,
+    start_client(&mut w, history.clone(), &p);
+    {
+        let h = history.clone();
+        w.on_event(move |w, host, ev| {
+            let i = host.0 as usize;
+            let now = w.now();
+            let res = match ev {
+                LogEvent::Acked { seq } => {
+                    h.borrow_mut().acked(now, i, *seq);
+                    Ok(())
+                }
+                LogEvent::Abandoned { seq } => {
+                    h.borrow_mut().abandoned(i, *seq);
+                    Ok(())
+                }
+                LogEvent::Role {
+                    to: Role::Leader,
+                    term,
+                } => h.borrow_mut().led(now, i, *term),
+                _ => Ok(()),
+            };
+            if let Err(e) = res {
+                w.violation(e);
+            }
+        });
+    }
+    w.invariant(agreement(p.nodes));
+    (w, history)
+}
+
+/// What the checker reads of a host's log (a `LogHost`, or a `Node` holding the log).
+pub trait LogView {
+    /// Events below this are committed here.
+    fn commit(&self) -> u64;
+    /// The first retained event.
+    fn first(&self) -> u64;
+    /// The term of a retained event.
+    fn term_at(&self, seq: u64) -> Option<u64>;
+    /// The values (the payloads' first 8 bytes) of every retained event.
+    fn values(&self) -> Vec<u64>;
+    /// Whether this host leads the log.
+    fn leads(&self) -> bool;
+    /// Appends `value` (quorum durability) as the leader; its sequence.
+    fn append_value(&mut self, now: Instant, value: u64) -> Option<u64>;
+}
+
+impl LogView for LogHost {
+    fn commit(&self) -> u64 {
+        self.replica.commit()
+    }
+    fn first(&self) -> u64 {
+        self.replica.store().first_seq()
+    }
+    fn term_at(&self, seq: u64) -> Option<u64> {
+        self.replica.store().term_at(seq)
+    }
+    fn values(&self) -> Vec<u64> {
+        let s = self.replica.store();
+        values_of(&s.read(s.first_seq(), usize::MAX, usize::MAX))
+    }
+    fn leads(&self) -> bool {
+        self.replica.role() == Role::Leader
+    }
+    fn append_value(&mut self, now: Instant, value: u64) -> Option<u64> {
+        self.append(now, &value.to_le_bytes())
+    }
+}
+
+/// The client: a unique value every `write_every`, to whoever leads, from 500 ms until 3 s
+/// before the end (so that the logs can settle for the final check).
+pub fn start_client<M: Machine + LogView + 'static>(
+    w: &mut World<M>,
+    history: Rc<RefCell<History>>,
+    p: &LogParams,
+) {
+    fn tick<M: Machine + LogView + 'static>(
+        w: &mut World<M>,
         h: Rc<RefCell<History>>,
         n: usize,
         every: Duration,
@@ -372,85 +481,57 @@ pub fn replog(p: LogParams) -> (World<LogHost>, Rc<RefCell<History>>) {
         }
         for i in 0..n {
             let host = HostId(i as u32);
-            let leads = w
-                .machine(host)
-                .is_some_and(|m| m.replica.role() == Role::Leader);
-            if leads {
+            if w.machine(host).is_some_and(LogView::leads) {
                 let value = h.borrow().attempted.len() as u64 + 1;
-                let seq = w.with_machine(host, |m, t| m.append(t, &value.to_le_bytes()));
-                if let Some(Some(seq)) = seq {
-                    let mut hist = h.borrow_mut();
-                    hist.attempted.insert(value, i);
-                    hist.in_flight.insert((i, seq), value);
-                    hist.accept_times.push((now, i));
+                if let Some(Some(seq)) = w.with_machine(host, |m, t| m.append_value(t, value)) {
+                    h.borrow_mut().accepted(now, i, seq, value);
                 }
             }
         }
         let next = now.saturating_add(every);
         w.at(next, move |w| tick(w, h, n, every, end));
     }
-    {
-        let h = history.clone();
-        // Writes stop 3 s before the end, so that the logs can settle for the final check.
-        let (n, every) = (p.nodes, p.write_every);
-        let stop = p.end.saturating_sub(Duration::from_secs(3));
-        w.at(Instant::from_millis(500), move |w| {
-            tick(w, h, n, every, stop)
-        });
-    }
-    {
-        let h = history.clone();
-        w.on_event(move |w, host, ev| {
-            let mut hist = h.borrow_mut();
-            let i = host.0 as usize;
-            match ev {
-                LogEvent::Acked { seq } => {
-                    if let Some(v) = hist.in_flight.remove(&(i, *seq)) {
-                        hist.acked.insert(v);
-                        hist.ack_times.push((w.now(), i));
-                    }
-                }
-                LogEvent::Abandoned { seq } => {
-                    hist.in_flight.remove(&(i, *seq));
-                    hist.abandoned += 1;
-                }
-                LogEvent::Role {
-                    to: Role::Leader,
-                    term,
-                } => {
-                    hist.elections += 1;
-                    hist.leader_times.push((w.now(), i));
-                    let ls = hist.leaders.entry(*term).or_default();
-                    ls.insert(i);
-                    if ls.len() > 1 {
-                        let msg = format!("two leaders in term {term}: {ls:?}");
-                        drop(hist);
-                        w.violation(msg);
-                    }
-                }
-                _ => {}
-            }
-        });
-    }
-    // Committed logs agree: each host's committed events are checked against one reference
-    // (the terms of the longest committed prefix seen), incrementally (a committed event never
-    // changes, so each is checked once per host; a host that restarts is checked again from
-    // its new commit point).
+    let (n, every) = (p.nodes, p.write_every);
+    let stop = p.end.saturating_sub(Duration::from_secs(3));
+    w.at(Instant::from_millis(500), move |w| {
+        tick(w, history, n, every, stop)
+    });
+}
+
+/// The value each event carries.
+pub(crate) fn values_of(events: &[StoredEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| {
+            e.payload
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+        })
+        .collect()
+}
+
+/// The check after every step that committed logs agree: each host's committed events are
+/// checked against one reference (the terms of the longest committed prefix seen),
+/// incrementally (a committed event never changes, so each is checked once per host; a host
+/// that restarts is checked again from its new commit point).
+pub fn agreement<M: Machine + LogView>(
+    nodes: usize,
+) -> impl FnMut(&World<M>) -> Result<(), String> {
     let mut reference: Vec<u64> = Vec::new();
-    let mut checked: Vec<u64> = vec![0; p.nodes];
-    w.invariant(move |w| {
+    let mut checked: Vec<u64> = vec![0; nodes];
+    move |w| {
         for (i, done) in checked.iter_mut().enumerate() {
             let Some(m) = w.machine(HostId(i as u32)) else {
                 *done = 0;
                 continue;
             };
-            let r = &m.replica;
-            let (commit, store) = (r.commit(), r.store());
+            let commit = m.commit();
             if commit < *done {
                 *done = commit;
             }
-            for seq in (*done).max(store.first_seq())..commit {
-                let Some(t) = store.term_at(seq) else {
+            for seq in (*done).max(m.first())..commit {
+                let Some(t) = m.term_at(seq) else {
                     return Err(format!("host {i} committed event {seq} it does not hold"));
                 };
                 match reference.get(seq as usize) {
@@ -466,33 +547,22 @@ pub fn replog(p: LogParams) -> (World<LogHost>, Rc<RefCell<History>>) {
             *done = commit;
         }
         Ok(())
-    });
-    (w, history)
+    }
 }
 
-/// Runs a replicated-log world to its end and checks the final state: every acknowledged write
-/// is in every host's log, and all logs are equal. Returns the history.
-pub fn run_and_check(p: LogParams) -> Result<History, String> {
-    let (mut w, history) = replog(p);
-    w.run_until(p.end).map_err(|f| format!("{f:?}"))?;
-    let h = history.borrow().clone();
+/// The final check: every host is up, all logs are equal, and every acknowledged write is in
+/// each.
+pub fn check_final<M: Machine + LogView>(
+    w: &World<M>,
+    h: &History,
+    p: &LogParams,
+) -> Result<(), String> {
     let mut logs = Vec::new();
     for i in 0..p.nodes {
         let m = w
             .machine(HostId(i as u32))
             .ok_or_else(|| format!("host {i} down at the end"))?;
-        let s = m.replica.store();
-        let values: Vec<u64> = s
-            .read(s.first_seq(), usize::MAX, usize::MAX)
-            .iter()
-            .filter_map(|e| {
-                e.payload
-                    .get(..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_le_bytes)
-            })
-            .collect();
-        logs.push(values);
+        logs.push(m.values());
     }
     for (i, l) in logs.iter().enumerate() {
         if *l != logs[0] {
@@ -510,5 +580,15 @@ pub fn run_and_check(p: LogParams) -> Result<History, String> {
             }
         }
     }
+    Ok(())
+}
+
+/// Runs a replicated-log world to its end and checks the final state: every acknowledged write
+/// is in every host's log, and all logs are equal. Returns the history.
+pub fn run_and_check(p: LogParams) -> Result<History, String> {
+    let (mut w, history) = replog(p);
+    w.run_until(p.end).map_err(|f| format!("{f:?}"))?;
+    let h = history.borrow().clone();
+    check_final(&w, &h, &p)?;
     Ok(h)
 }

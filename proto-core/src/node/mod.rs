@@ -8,6 +8,7 @@
 //! See the crate docs for the run loop a driver follows.
 
 mod inbound;
+mod logs;
 mod rpc;
 mod streams;
 mod types;
@@ -32,6 +33,7 @@ use crate::cookie::Gatekeeper;
 use crate::crypto::x25519_public;
 use crate::handshake::{Completed, Handshake, HandshakeError, LocalKeys};
 use crate::identity::{BindingCache, Identity, NodeId, PublicIdentity};
+use crate::replication::host::Logs;
 use crate::rng::{Rng, Seed};
 use crate::rpc::machine::Rpc;
 use crate::session::{PacketProtection, RekeyPolicy, SealError};
@@ -154,6 +156,8 @@ pub struct Node {
     scratch: Vec<u8>,
     stats: NodeStats,
     rpc: Rpc,
+    logs: Logs,
+    log_links: BTreeMap<SessionId, logs::LogLink>,
 }
 
 impl core::fmt::Debug for Node {
@@ -212,6 +216,8 @@ impl Node {
             scratch: Vec::new(),
             stats: NodeStats::default(),
             rpc: Rpc::new(config.rpc),
+            logs: Logs::default(),
+            log_links: BTreeMap::new(),
             config,
         })
     }
@@ -456,6 +462,9 @@ impl Node {
         if self.rpc.next_deadline().is_some_and(|at| at <= now) {
             self.fire_rpc_timers(now);
         }
+        if self.logs.next_deadline().is_some_and(|at| at <= now) {
+            self.fire_log_timers(now);
+        }
         Ok(())
     }
 
@@ -526,10 +535,8 @@ impl Node {
             (at, reason)
         });
         let rpc = self.rpc.next_deadline().map(|at| (at, TimerReason::Rpc));
-        let (at, reason) = match (session, rpc) {
-            (Some(a), Some(b)) => a.min(b),
-            (a, b) => a.or(b)?,
-        };
+        let log = self.logs.next_deadline().map(|at| (at, TimerReason::Log));
+        let (at, reason) = [session, rpc, log].into_iter().flatten().min()?;
         Some(Deadline {
             at: at.max(self.clock.now()),
             reason,
@@ -801,6 +808,7 @@ impl Node {
             let why = reason.unwrap_or(DisconnectReason::Superseded);
             self.rpc.on_session_closed(self.clock.now(), id, why);
             self.pull_rpc_events();
+            self.log_links.remove(&id);
         }
         if let (true, Some(reason)) = (e.announced, reason) {
             self.push_event(Event::Disconnected {

@@ -76,6 +76,8 @@ impl Node {
             entries,
             rpc,
             events,
+            logs,
+            log_links,
             ..
         } = self;
         let Some(Entry {
@@ -86,8 +88,23 @@ impl Node {
             return;
         };
         let mut rpc_touched = false;
+        let mut log_touched = false;
+        let peer = est.peer_id;
         while let Some((stream, class, event)) = est.streams.poll_event() {
             match class {
+                Class::Log => {
+                    super::logs::on_log_stream(
+                        now,
+                        id,
+                        peer,
+                        &mut est.streams,
+                        log_links,
+                        logs,
+                        stream,
+                        &event,
+                    );
+                    log_touched = true;
+                }
                 Class::Rpc => {
                     rpc.on_stream_event(now, id, &mut est.streams, stream, event);
                     rpc_touched = true;
@@ -100,7 +117,11 @@ impl Node {
             }
         }
         self.pull_rpc_events();
-        if rpc_touched {
+        if log_touched {
+            // Messages may have been handled: replies out (on any session), events out.
+            self.after_logs();
+        }
+        if rpc_touched || log_touched {
             // The RPC machine may have written (a GRANT, an END): send it.
             self.mark_ready(id);
         }

@@ -134,6 +134,8 @@ pub enum Event {
     },
     /// Something happened to an nRPC call, or a peer's services changed.
     Rpc(crate::rpc::RpcEvent),
+    /// Something happened to a replicated log.
+    Log(crate::replication::LogEvent),
     /// A session ended, and with it every stream it had. No further event names it.
     Disconnected {
         /// The session.
@@ -182,6 +184,7 @@ impl fmt::Debug for Event {
                 .field("event", event)
                 .finish(),
             Event::Rpc(e) => f.debug_tuple("Rpc").field(e).finish(),
+            Event::Log(e) => f.debug_tuple("Log").field(e).finish(),
             Event::Disconnected {
                 session,
                 peer,
@@ -224,6 +227,8 @@ pub enum TimerReason {
     Stream,
     /// An nRPC call's deadline, or the collection of unused cancel tokens.
     Rpc,
+    /// A replicated log's heartbeat, election or silence check.
+    Log,
 }
 
 /// The next instant the node must be woken at, and why.

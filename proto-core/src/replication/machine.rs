@@ -25,13 +25,13 @@ use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use super::config::ReplicationConfig;
+use super::config::{ReplicationConfig, UnderCapacity};
 use super::metrics::LogMetrics;
 use super::role::{
     elect, Admission, BandwidthBudget, Coordinator, ElectionOutcome, HeartbeatTracker, PeerState,
     Role, Signal, Transition,
 };
-use super::store::LogStore;
+use super::store::{HardState, LogStore, Retention, StoreError};
 use crate::identity::NodeId;
 use crate::time::Instant;
 use crate::wire::sync::{self as ws, NackCode, SyncMsg};
@@ -262,6 +262,81 @@ impl<S: LogStore> LogReplica<S> {
         self.chunk = (events.clamp(1, ws::MAX_EVENTS), bytes.max(1));
     }
 
+    /// The term and vote, as [`LogStore::persist`] makes them durable.
+    #[must_use]
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+        }
+    }
+
+    /// Gives the store back (the log was closed).
+    pub(crate) fn into_store(self) -> S {
+        self.store
+    }
+
+    /// The log, for the host that persists it.
+    pub(crate) fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// The members of the replica set, in NodeId order.
+    #[must_use]
+    pub fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+
+    /// Applies `retention` to committed events (never to anything at or past the commit
+    /// point, which replicas may still need to agree on). Replicas that need a trimmed event
+    /// skip ahead to the leader's first one. Returns how many went.
+    pub fn retain(&mut self, retention: &Retention, now: Instant) -> u64 {
+        self.store.apply_retention(retention, now, self.commit)
+    }
+
+    /// Leaves the log for good (the channel closed): the role becomes Idle, pending appends
+    /// are abandoned, and nothing more is sent or answered.
+    pub fn close(&mut self) {
+        if self.role() == Role::Leader {
+            self.abandon_pending();
+        }
+        self.signal(Signal::ChannelClose);
+    }
+
+    /// The store is full. EvictOldest: drop the oldest committed event to make room (true if
+    /// one went). Withdraw (a replica): leave the replica role, so the others carry the log.
+    fn evict_for_room(&mut self, now: Instant) -> bool {
+        match self.cfg.on_under_capacity {
+            UnderCapacity::EvictOldest => {
+                let len = self.store.next_seq() - self.store.first_seq();
+                let r = Retention {
+                    max_events: Some(len.saturating_sub(1)),
+                    ..Retention::default()
+                };
+                self.store.apply_retention(&r, now, self.commit) > 0
+            }
+            _ => {
+                if self.role() == Role::Replica {
+                    self.signal(Signal::DiskPressureWithdraw);
+                }
+                false
+            }
+        }
+    }
+
+    /// Stores a replicated event, applying the under-capacity policy when the store is full.
+    fn store_event(&mut self, now: Instant, seq: u64, term: u64, payload: &[u8]) -> bool {
+        match self.store.append(seq, term, now, payload) {
+            Ok(()) => true,
+            Err(e) => {
+                self.metrics.under_capacity += 1;
+                e == StoreError::Full
+                    && self.evict_for_room(now)
+                    && self.store.append(seq, term, now, payload).is_ok()
+            }
+        }
+    }
+
     /// Records a measured RTT to `peer` (for the election order).
     pub fn set_rtt(&mut self, peer: NodeId, rtt: Duration) {
         self.rtts.insert(peer, rtt);
@@ -300,9 +375,15 @@ impl<S: LogStore> LogReplica<S> {
             });
         }
         let seq = self.store.next_seq();
-        self.store
-            .append(seq, self.term, now, payload)
-            .map_err(AppendError::Store)?;
+        if let Err(e) = self.store.append(seq, self.term, now, payload) {
+            if !(e == StoreError::Full && self.evict_for_room(now)) {
+                self.metrics.under_capacity += u64::from(e == StoreError::Full);
+                return Err(AppendError::Store(e));
+            }
+            self.store
+                .append(seq, self.term, now, payload)
+                .map_err(AppendError::Store)?;
+        }
         self.pending.insert(seq, durability);
         self.out.push_back(Output::Persist {
             upto: self.store.next_seq(),
@@ -333,6 +414,9 @@ impl<S: LogStore> LogReplica<S> {
 
     /// Time passed.
     pub fn on_tick(&mut self, now: Instant) {
+        if self.role() == Role::Idle {
+            return;
+        }
         let silence = self.cfg.silence();
         if now >= self.next_heartbeat {
             self.next_heartbeat = now.saturating_add(self.cfg.heartbeat());
@@ -364,6 +448,9 @@ impl<S: LogStore> LogReplica<S> {
 
     /// A message from `from`. Malformed ones are dropped (counted by the caller's decoder).
     pub fn on_message(&mut self, now: Instant, from: NodeId, bytes: &[u8]) {
+        if self.role() == Role::Idle {
+            return;
+        }
         let Ok(msg) = ws::decode(bytes) else {
             return;
         };
@@ -824,7 +911,17 @@ impl<S: LogStore> LogReplica<S> {
         self.leader_next = leader_next;
         // Apply only where our log matches the leader's just before the events: a response
         // to an older request may arrive after our log changed there.
-        if let Some(prev) = first_seq.checked_sub(1) {
+        let trimmed = first_seq > 0 && first_seq == leader_first_retained && prev_term == 0;
+        if trimmed && first_seq > self.commit && self.store.next_seq() > self.commit {
+            // The leader trimmed (committed) events below its first; what we hold there beyond
+            // our commit point cannot be checked against it. Drop it and skip ahead, as a
+            // replica installing a snapshot would.
+            let from = self.commit.max(self.store.first_seq());
+            if self.store.truncate_from(from).is_ok() {
+                self.durable = self.durable.min(from);
+            }
+        }
+        if let Some(prev) = first_seq.checked_sub(1).filter(|_| !trimmed) {
             let ours = self.store.term_at(prev);
             let committed_here = prev < self.commit;
             if ours.is_some() && !committed_here && ours != Some(prev_term) {
@@ -857,8 +954,7 @@ impl<S: LogStore> LogReplica<S> {
                 }
                 self.durable = self.durable.min(seq);
             }
-            if seq != self.store.next_seq() || self.store.append(seq, t, now, payload).is_err() {
-                self.metrics.under_capacity += 1;
+            if seq != self.store.next_seq() || !self.store_event(now, seq, t, payload) {
                 return;
             }
             applied += 1;

@@ -13,12 +13,14 @@
 //! `Node` and to io-sim is still to come (`docs/replication.md` section 3).
 
 pub mod config;
+pub mod host;
 pub mod machine;
 pub mod metrics;
 pub mod role;
 pub mod store;
 
 pub use config::{Placement, ReplicationConfig, ReplicationConfigError, UnderCapacity};
+pub use host::{LogError, LogEvent, LogHostStats, LogId, LogSpec, LogStatus};
 pub use machine::{AppendError, Durability, LogReplica, Output};
 pub use role::{Coordinator, ElectionOutcome, Role, Signal};
-pub use store::{LogStore, MemLog, Retention, StoreError};
+pub use store::{HardState, LogStore, MemLog, Retention, StoreError, Sync};

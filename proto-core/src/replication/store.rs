@@ -115,10 +115,88 @@ pub trait LogStore {
     fn skip_to(&mut self, seq: u64) -> Result<(), StoreError>;
     /// Removes events `from..` (from at least `first_seq()`).
     fn truncate_from(&mut self, from: u64) -> Result<(), StoreError>;
-    /// Applies `retention` at `now`; returns how many events went.
-    fn apply_retention(&mut self, retention: &Retention, now: Instant) -> u64;
+    /// Applies `retention` at `now`, never dropping event `keep_from` or any later one (the
+    /// replication machine passes its commit point: only committed events age out); returns
+    /// how many events went.
+    fn apply_retention(&mut self, retention: &Retention, now: Instant, keep_from: u64) -> u64;
     /// Payload bytes retained.
     fn bytes(&self) -> u64;
+    /// Makes the events below `upto` and `state` durable. A store that does it before
+    /// returning (memory, a file synced in place, or a policy that does not sync) answers
+    /// [`Sync::Done`]; one that syncs elsewhere answers [`Sync::Later`], and its driver reports
+    /// completion (`Node::log_persisted`). Until then nothing the replica sends afterwards
+    /// leaves. The default keeps `state` in memory only.
+    fn persist(&mut self, upto: u64, state: HardState) -> Sync {
+        let _ = (upto, state);
+        Sync::Done
+    }
+    /// The term and vote last persisted (zero and none for a new log), read when a log is
+    /// reopened over this store.
+    fn hard_state(&self) -> HardState {
+        HardState::default()
+    }
+}
+
+/// The part of a replica's state besides its events that must survive a crash: the term it
+/// knows and the vote it cast in it (a replica that forgot its vote could vote twice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HardState {
+    /// The current term.
+    pub term: u64,
+    /// The vote cast in `term`.
+    pub voted_for: Option<crate::identity::NodeId>,
+}
+
+/// What [`LogStore::persist`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Sync {
+    /// Durable already.
+    Done,
+    /// The driver reports completion later.
+    Later,
+}
+
+impl<T: LogStore + ?Sized> LogStore for alloc::boxed::Box<T> {
+    fn append(
+        &mut self,
+        seq: u64,
+        term: u64,
+        at: Instant,
+        payload: &[u8],
+    ) -> Result<(), StoreError> {
+        (**self).append(seq, term, at, payload)
+    }
+    fn term_at(&self, seq: u64) -> Option<u64> {
+        (**self).term_at(seq)
+    }
+    fn read(&self, from: u64, max_events: usize, max_bytes: usize) -> Vec<Event> {
+        (**self).read(from, max_events, max_bytes)
+    }
+    fn first_seq(&self) -> u64 {
+        (**self).first_seq()
+    }
+    fn next_seq(&self) -> u64 {
+        (**self).next_seq()
+    }
+    fn skip_to(&mut self, seq: u64) -> Result<(), StoreError> {
+        (**self).skip_to(seq)
+    }
+    fn truncate_from(&mut self, from: u64) -> Result<(), StoreError> {
+        (**self).truncate_from(from)
+    }
+    fn apply_retention(&mut self, retention: &Retention, now: Instant, keep_from: u64) -> u64 {
+        (**self).apply_retention(retention, now, keep_from)
+    }
+    fn bytes(&self) -> u64 {
+        (**self).bytes()
+    }
+    fn persist(&mut self, upto: u64, state: HardState) -> Sync {
+        (**self).persist(upto, state)
+    }
+    fn hard_state(&self) -> HardState {
+        (**self).hard_state()
+    }
 }
 
 /// The in-memory log: a ring of events, bounded by `max_events_hard` and `max_event_bytes`.
@@ -129,6 +207,7 @@ pub struct MemLog {
     bytes: u64,
     max_events_hard: usize,
     max_event_bytes: usize,
+    state: HardState,
 }
 
 impl MemLog {
@@ -141,6 +220,7 @@ impl MemLog {
             bytes: 0,
             max_events_hard,
             max_event_bytes,
+            state: HardState::default(),
         }
     }
 
@@ -237,9 +317,9 @@ impl LogStore for MemLog {
         Ok(())
     }
 
-    fn apply_retention(&mut self, r: &Retention, now: Instant) -> u64 {
+    fn apply_retention(&mut self, r: &Retention, now: Instant, keep_from: u64) -> u64 {
         let mut dropped = 0;
-        while let Some(front) = self.events.front() {
+        while let Some(front) = self.events.front().filter(|e| e.seq < keep_from) {
             let too_many = r.max_events.is_some_and(|m| self.events.len() as u64 > m);
             let too_big = r.max_bytes.is_some_and(|m| self.bytes > m);
             let too_old = r
@@ -256,6 +336,15 @@ impl LogStore for MemLog {
 
     fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    fn persist(&mut self, _upto: u64, state: HardState) -> Sync {
+        self.state = state;
+        Sync::Done
+    }
+
+    fn hard_state(&self) -> HardState {
+        self.state
     }
 }
 
@@ -303,21 +392,24 @@ mod tests {
             max_events: Some(8),
             ..Retention::default()
         };
-        assert_eq!(l.apply_retention(&by_count, t(0)), 2);
+        assert_eq!(l.apply_retention(&by_count, t(0), u64::MAX), 2);
         assert_eq!(l.first_seq(), 2);
         let by_bytes = Retention {
             max_bytes: Some(50),
             ..Retention::default()
         };
-        assert_eq!(l.apply_retention(&by_bytes, t(0)), 3);
+        assert_eq!(l.apply_retention(&by_bytes, t(0), u64::MAX), 3);
         assert_eq!((l.first_seq(), l.bytes()), (5, 50));
         let by_age = Retention {
             max_age: Some(Duration::from_millis(250)),
             ..Retention::default()
         };
         // At 1000 ms, events appended before 750 ms are too old: 5, 6 and 7.
-        assert_eq!(l.apply_retention(&by_age, t(1000)), 3);
+        assert_eq!(l.apply_retention(&by_age, t(1000), u64::MAX), 3);
         assert_eq!((l.first_seq(), l.next_seq()), (8, 10));
+        // Nothing at or beyond `keep_from` goes, however old.
+        assert_eq!(l.apply_retention(&by_age, t(9000), 9), 1);
+        assert_eq!(l.first_seq(), 9);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::identity::NodeId;
 use crate::node::{DisconnectReason, SessionId};
-use crate::stream::conn::Streams;
+use crate::stream::conn::{flush_bytes, Streams};
 use crate::stream::{Class, Mode, ResetOrigin, StreamError, StreamEvent, StreamId};
 use crate::time::Instant;
 use crate::wire::rpc::{self as wr, CallHeader, RpcFrame, MAX_METADATA, MAX_NAME_LEN};
@@ -1518,16 +1518,4 @@ fn flush_call(streams: &mut Streams, c: &mut Call, now: Instant) {
             let _ = streams.finish(now, c.stream);
         }
     }
-}
-
-/// Writes as much of `buf` as the stream takes, dropping what went.
-fn flush_bytes(streams: &mut Streams, stream: StreamId, buf: &mut Vec<u8>) {
-    let mut pos = 0;
-    while let Some(b) = buf.get(pos..).filter(|b| !b.is_empty()) {
-        match streams.write(stream, b) {
-            Ok(n) if n > 0 => pos += n,
-            _ => break,
-        }
-    }
-    buf.drain(..pos.min(buf.len()));
 }

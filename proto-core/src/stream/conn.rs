@@ -1342,3 +1342,15 @@ impl Streams {
         }
     }
 }
+
+/// Writes as much of `buf` as the stream takes, dropping what went.
+pub(crate) fn flush_bytes(streams: &mut Streams, stream: StreamId, buf: &mut Vec<u8>) {
+    let mut pos = 0;
+    while let Some(b) = buf.get(pos..).filter(|b| !b.is_empty()) {
+        match streams.write(stream, b) {
+            Ok(n) if n > 0 => pos += n,
+            _ => break,
+        }
+    }
+    buf.drain(..pos.min(buf.len()));
+}

@@ -53,6 +53,9 @@ pub enum Class {
     App,
     /// Opened by the nRPC layer: one per call, plus one announcement stream per direction.
     Rpc,
+    /// Opened by the replicated-log layer: one per direction of a session, carrying every
+    /// log's replication messages.
+    Log,
 }
 
 impl Class {
@@ -60,6 +63,7 @@ impl Class {
         match self {
             Class::App => 0,
             Class::Rpc => 1 << CLASS_SHIFT,
+            Class::Log => 2 << CLASS_SHIFT,
         }
     }
 
@@ -67,6 +71,7 @@ impl Class {
         match (flags & CLASS_MASK) >> CLASS_SHIFT {
             0 => Some(Class::App),
             1 => Some(Class::Rpc),
+            2 => Some(Class::Log),
             _ => None,
         }
     }
@@ -605,9 +610,12 @@ mod tests {
         assert_eq!(Frames::validate(&chunk), Err(WireError::Malformed));
         chunk[13] = 0x40;
         assert_eq!(Frames::validate(&chunk), Err(WireError::Malformed));
-        // Reserved classes 2 and 3; class 1 (nRPC) decodes.
+        // Reserved class 3; class 1 (nRPC) and 2 (logs) decode.
         chunk[13] = 0x10;
-        assert_eq!(Frames::validate(&chunk), Err(WireError::Malformed));
+        let Some(Ok(Frame::Stream(f))) = Frames::new(&chunk).next() else {
+            panic!("a log chunk did not decode");
+        };
+        assert_eq!(f.class, Class::Log);
         chunk[13] = 0x18;
         assert_eq!(Frames::validate(&chunk), Err(WireError::Malformed));
         chunk[13] = 0x08;

@@ -454,10 +454,77 @@ pub fn write_response<'e>(
     Ok(())
 }
 
+/// The length prefix of a message on a log stream (`docs/wire.md` section 10.4).
+pub const FRAME_HEADER_LEN: usize = 4;
+/// The largest message a log stream carries: a SYNC_RESPONSE at both ceilings.
+pub const MAX_FRAME: usize = SYNC_RESPONSE_HEADER_LEN
+    + MAX_EVENTS as usize * SYNC_EVENT_HEADER_LEN
+    + CHUNK_HARD_CEILING as usize;
+
+/// The peek at a message's log id: the 8 bytes after its type, or `None` if it is too short
+/// to have one.
+#[must_use]
+pub fn log_of(msg: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = msg.get(1..9)?.try_into().ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+/// Appends `msg` to a log stream's bytes: `len: u32` then the message. A message over
+/// [`MAX_FRAME`] is refused and nothing is written.
+pub fn write_frame(out: &mut Vec<u8>, msg: &[u8]) -> Result<(), WireError> {
+    if msg.is_empty() || msg.len() > MAX_FRAME {
+        return Err(WireError::Malformed);
+    }
+    // At most MAX_FRAME (under 4 GiB): fits u32.
+    out.extend_from_slice(&(msg.len() as u32).to_le_bytes());
+    out.extend_from_slice(msg);
+    Ok(())
+}
+
+/// The first whole message in a log stream's received bytes and the bytes it took;
+/// `Ok(None)` when more bytes are needed. A length of zero or over [`MAX_FRAME`] is Malformed
+/// (the stream cannot be resynchronised and is reset).
+pub fn split_frame(buf: &[u8]) -> Result<Option<(&[u8], usize)>, WireError> {
+    let Some(head) = buf.get(..FRAME_HEADER_LEN) else {
+        return Ok(None);
+    };
+    let mut len = [0u8; 4];
+    len.copy_from_slice(head);
+    let len = u32::from_le_bytes(len) as usize;
+    if len == 0 || len > MAX_FRAME {
+        return Err(WireError::Malformed);
+    }
+    Ok(buf
+        .get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len)
+        .map(|m| (m, FRAME_HEADER_LEN + len)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use alloc::vec;
+
+    #[test]
+    fn log_stream_framing_is_pinned() {
+        let mut out = Vec::new();
+        let mut vote = Vec::new();
+        write_vote(&mut vote, 1, 9, true);
+        write_frame(&mut out, &vote).unwrap();
+        assert_eq!(&out[..4], &[18, 0, 0, 0]);
+        assert_eq!(&out[4..], &vote[..]);
+        assert_eq!(log_of(&vote), Some(1));
+        assert_eq!(log_of(&vote[..8]), None);
+        // Partial, whole, then two back to back.
+        assert_eq!(split_frame(&out[..3]), Ok(None));
+        assert_eq!(split_frame(&out[..21]), Ok(None));
+        assert_eq!(split_frame(&out), Ok(Some((&vote[..], 22))));
+        write_frame(&mut out, &vote).unwrap();
+        assert_eq!(split_frame(&out[22..]), Ok(Some((&vote[..], 22))));
+        // Zero and oversize lengths cannot be resynchronised.
+        assert_eq!(split_frame(&[0, 0, 0, 0]), Err(WireError::Malformed));
+        assert_eq!(split_frame(&[0xff; 8]), Err(WireError::Malformed));
+        assert_eq!(write_frame(&mut Vec::new(), &[]), Err(WireError::Malformed));
+    }
 
     #[test]
     fn request_and_heartbeat_bytes_are_pinned() {
