@@ -20,7 +20,7 @@ use crate::identity::NodeId;
 use crate::replication::host::{LogError, LogHostStats, LogId, LogSpec, LogStatus, Logs};
 use crate::replication::store::{Event as LogRecord, LogStore};
 use crate::replication::Durability;
-use crate::stream::conn::{flush_bytes, Streams};
+use crate::stream::conn::Streams;
 use crate::stream::{Class, Mode, StreamEvent, StreamId};
 use crate::time::Instant;
 use crate::wire::sync as ws;
@@ -37,8 +37,43 @@ const RESET_FRAMING: u16 = 3;
 #[derive(Debug, Default)]
 pub(super) struct LogLink {
     ours: Option<StreamId>,
-    out: Vec<u8>,
+    out: Backlog,
     inbound: BTreeMap<StreamId, Vec<u8>>,
+}
+
+/// Framed bytes waiting for room in the stream. Written from an offset and compacted only
+/// once half is gone, so a deep backlog is not shifted on every write.
+#[derive(Debug, Default)]
+struct Backlog {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Backlog {
+    fn len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+    }
+
+    /// Writes as much as the stream takes.
+    fn flush(&mut self, streams: &mut Streams, stream: StreamId) {
+        while let Some(b) = self.buf.get(self.pos..).filter(|b| !b.is_empty()) {
+            match streams.write(stream, b) {
+                Ok(n) if n > 0 => self.pos += n,
+                _ => break,
+            }
+        }
+        if self.pos >= self.buf.len() {
+            self.clear();
+        } else if self.pos > self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
 }
 
 impl Node {
@@ -203,12 +238,12 @@ impl Node {
                 },
             };
             if link.out.len() + msg.len() + ws::FRAME_HEADER_LEN > LOG_LINK_BUFFER
-                || ws::write_frame(&mut link.out, &msg).is_err()
+                || ws::write_frame(&mut link.out.buf, &msg).is_err()
             {
                 logs.stats.send_dropped += 1;
                 continue;
             }
-            flush_bytes(&mut est.streams, stream, &mut link.out);
+            link.out.flush(&mut est.streams, stream);
             touched.insert(session);
         }
         for s in touched {
@@ -267,7 +302,7 @@ pub(super) fn on_log_stream(
             }
         }
         StreamEvent::Writable if link.ours == Some(stream) => {
-            flush_bytes(streams, stream, &mut link.out);
+            link.out.flush(streams, stream);
         }
         StreamEvent::Reset { .. } | StreamEvent::Finished | StreamEvent::Closed => {
             if link.ours == Some(stream) {
