@@ -9,19 +9,22 @@
 //! leader has acknowledged on a majority (one more round trip and two syncs). 20 seeds; the
 //! seed moves the jitter and which node leads.
 //!
+//! Two tables: replicas on raw datagrams (`io_sim::replog`), and replicas inside `Node`s,
+//! their messages on log streams over encrypted sessions (`io_sim::meshlog`).
+//!
 //! `cargo bench -p io-sim --bench replog`.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
-use io_sim::replog::{replog, LogParams};
-use io_sim::{HostId, LinkConfig};
-use proto_core::replication::role::Role;
+use io_sim::replog::{History, LogParams, LogView};
+use io_sim::{HostId, LinkConfig, Machine, World};
 use proto_core::Instant;
 
-fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
+type Build<M> = fn(LogParams) -> (World<M>, Rc<RefCell<History>>);
+
+fn measure<M: Machine + LogView + 'static>(title: &str, build: Build<M>) {
     let crash_at = Instant::from_millis(5_000);
     let mut times = Vec::new();
     let mut acked = Vec::new();
@@ -39,14 +42,12 @@ fn main() {
             write_every: Duration::from_millis(10),
             ..LogParams::default()
         };
-        let (mut w, history) = replog(p);
-        let crashed = std::rc::Rc::new(std::cell::Cell::new(usize::MAX));
+        let (mut w, history) = build(p);
+        let crashed = Rc::new(std::cell::Cell::new(usize::MAX));
         let c2 = crashed.clone();
         w.at(crash_at, move |w| {
             for i in 0..3u32 {
-                if w.machine(HostId(i))
-                    .is_some_and(|m| m.replica.role() == Role::Leader)
-                {
+                if w.machine(HostId(i)).is_some_and(LogView::leads) {
                     c2.set(i as usize);
                     w.crash(HostId(i));
                 }
@@ -69,7 +70,7 @@ fn main() {
     acked.sort_unstable();
     elected.sort_unstable();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!("failover, 3 replicas, heartbeat 100 ms, RTT 4 ms, 20 seeds (virtual time)");
+    println!("failover, {title}, 3 replicas, heartbeat 100 ms, RTT 4 ms, 20 seeds (virtual time)");
     println!("| from the crash to | min | median | max | aim |");
     println!("| --- | ---: | ---: | ---: | ---: |");
     for (what, v, aim) in [
@@ -84,4 +85,13 @@ fn main() {
             ms(*v.last().unwrap())
         );
     }
+    println!();
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    measure("raw datagrams", io_sim::replog::replog);
+    measure("over Node sessions", io_sim::meshlog::meshlog);
 }

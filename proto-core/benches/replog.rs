@@ -54,7 +54,8 @@ impl Mesh {
         let id = |i: usize| Identity::from_seed(&Seed::from_u64(500 + i as u64));
         let mut nodes: Vec<Node> = (0..n)
             .map(|i| {
-                let mut c = Config::new(Seed::from_u64(i as u64 + 1)).with_provider(provider.clone());
+                let mut c =
+                    Config::new(Seed::from_u64(i as u64 + 1)).with_provider(provider.clone());
                 c.strict_drain = false;
                 Node::new(c, id(i), Instant::ZERO).expect("node")
             })
@@ -62,7 +63,9 @@ impl Mesh {
         for i in 0..n {
             for j in 0..i {
                 let spec = PeerSpec::known(id(j).public(), nodes[j].static_key());
-                nodes[i].connect(Instant::ZERO, addr(j), spec).expect("connect");
+                nodes[i]
+                    .connect(Instant::ZERO, addr(j), spec)
+                    .expect("connect");
             }
         }
         let mut m = Mesh {
@@ -240,7 +243,9 @@ fn catchup_round(provider: &SharedProvider) -> (f64, f64) {
     // The baseline: the same bytes from the leader to the joiner on an application stream.
     let now = m.now();
     let to = m.nodes[l].session_with(&ids[joiner]).expect("session");
-    let s = m.nodes[l].open_stream(now, to, Mode::Ordered).expect("stream");
+    let s = m.nodes[l]
+        .open_stream(now, to, Mode::Ordered)
+        .expect("stream");
     let chunk = vec![0x33u8; 64 << 10];
     let (mut written, mut read) = (0usize, 0usize);
     let mut rbuf = vec![0u8; 64 << 10];
