@@ -4,8 +4,9 @@
 //!
 //! This module owns the host machine ([`LogHost`]), its simulated disk, the workload and the
 //! checks. The replicas talk in raw datagrams here (each replication message is one datagram,
-//! with catch-up chunks capped to fit); running them over the `Node`'s encrypted sessions is
-//! the next step (`docs/replication.md`). The checks, after every step and at the end:
+//! with catch-up chunks capped to fit); [`crate::meshlog`] runs them inside `Node`s over their
+//! encrypted sessions, with the same client and checks. The checks, after every step and at
+//! the end:
 //! - never two leaders in one term;
 //! - committed prefixes equal on every live host;
 //! - at the end, after healing, every acknowledged write is in every host's log, and all logs

@@ -6,11 +6,10 @@
 //! transitions, the deterministic election, heartbeat tracking and the catch-up bandwidth
 //! budget ([`role`]), per-log metrics with their Prometheus rendering ([`metrics`]), and the
 //! replica machine that composes them ([`machine`]: terms won by a majority, quorum
-//! acknowledgements, pull catch-up, repair of a deposed leader's suffix). The wire messages are
-//! in [`crate::wire::sync`]. None of it sends, persists or reads a clock.
-//!
-//! Status: the machine is tested with replicas wired together in memory; connecting it to the
-//! `Node` and to io-sim is still to come (`docs/replication.md` section 3).
+//! acknowledgements, pull catch-up, repair of a deposed leader's suffix), and the table of a
+//! node's logs ([`host`]: placement, the persistence gate, tails, status) that
+//! [`crate::Node::open_log`] drives over the sessions. The wire messages are in
+//! [`crate::wire::sync`]. None of it sends, persists or reads a clock.
 
 pub mod config;
 pub mod host;
