@@ -148,6 +148,10 @@ pub struct LogReplica<S: LogStore> {
     last_election: Option<Instant>,
     /// Events one request asks for, and payload bytes one response carries at most.
     chunk: (u32, usize),
+    /// Leading: when each replica last asked from the leader's tail (it held everything).
+    caught_up: BTreeMap<NodeId, Instant>,
+    /// Following: when this replica last held everything the leader announced.
+    synced_at: Option<Instant>,
     /// Counters and gauges.
     pub metrics: LogMetrics,
 }
@@ -207,6 +211,8 @@ impl<S: LogStore> LogReplica<S> {
             out: VecDeque::new(),
             last_election: None,
             chunk: (CHUNK_MAX, CHUNK_BYTES),
+            caught_up: BTreeMap::new(),
+            synced_at: None,
             metrics: LogMetrics {
                 role: Role::Replica,
                 ..LogMetrics::default()
@@ -301,6 +307,34 @@ impl<S: LogStore> LogReplica<S> {
             self.abandon_pending();
         }
         self.signal(Signal::ChannelClose);
+    }
+
+    /// The lag gauges: leading, how long since the furthest-behind replica last held the whole
+    /// log; following, how long since this replica did. Unobserved until it first happens.
+    fn update_lag(&mut self, now: Instant) {
+        let micros = |t: &Instant| {
+            u64::try_from(now.saturating_duration_since(*t).as_micros()).unwrap_or(u64::MAX)
+        };
+        match self.role() {
+            Role::Leader => {
+                let worst = self
+                    .members
+                    .iter()
+                    .filter(|m| **m != self.me)
+                    .filter_map(|m| self.caught_up.get(m))
+                    .map(micros)
+                    .max();
+                if let Some(w) = worst {
+                    LogMetrics::set_lag(&mut self.metrics.leader_lag_micros, w);
+                }
+            }
+            Role::Replica if self.leader.is_some() => {
+                if let Some(t) = self.synced_at {
+                    LogMetrics::set_lag(&mut self.metrics.replica_lag_micros, micros(&t));
+                }
+            }
+            _ => {}
+        }
     }
 
     /// The store is full. EvictOldest: drop the oldest committed event to make room (true if
@@ -421,6 +455,7 @@ impl<S: LogStore> LogReplica<S> {
         if now >= self.next_heartbeat {
             self.next_heartbeat = now.saturating_add(self.cfg.heartbeat());
             self.broadcast_heartbeat(now);
+            self.update_lag(now);
             if self.role() == Role::Leader {
                 self.check_majority(now);
             } else if self.leader.is_some()
@@ -535,6 +570,8 @@ impl<S: LogStore> LogReplica<S> {
         self.voted_for = None;
         self.verified = self.commit;
         self.votes.clear();
+        self.caught_up.clear();
+        self.synced_at = None;
         match self.role() {
             Role::Leader => {
                 self.signal(Signal::SteppedDown);
@@ -758,6 +795,9 @@ impl<S: LogStore> LogReplica<S> {
         }
         self.follow(now, from);
         self.leader_next = tail;
+        if tail <= self.durable {
+            self.synced_at = Some(now);
+        }
         self.set_commit(commit);
         if tail > self.durable || self.request_sent.is_none() {
             self.request(now);
@@ -850,6 +890,9 @@ impl<S: LogStore> LogReplica<S> {
         // Everything below `since` matches ours: the replica's acknowledgement.
         let m = self.matched.entry(from).or_insert(0);
         *m = (*m).max(since);
+        if since >= next {
+            self.caught_up.insert(from, now);
+        }
         self.advance_commit();
         let start = since.max(first);
         let evs = self
@@ -968,6 +1011,9 @@ impl<S: LogStore> LogReplica<S> {
             self.durable = self.durable.min(leader_next);
         }
         self.pull_from = end.min(self.store.next_seq());
+        if self.pull_from >= leader_next {
+            self.synced_at = Some(now);
+        }
         // The leader answered a request whose `since` and `prev_term` matched its log, and we
         // now hold its events up to `end`: everything below matches.
         self.verified = self.pull_from;
