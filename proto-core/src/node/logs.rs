@@ -20,7 +20,7 @@ use crate::identity::NodeId;
 use crate::replication::host::{LogError, LogHostStats, LogId, LogSpec, LogStatus, Logs};
 use crate::replication::store::{Event as LogRecord, LogStore};
 use crate::replication::Durability;
-use crate::stream::conn::Streams;
+use crate::stream::conn::{read_some, Backlog, Streams};
 use crate::stream::{Class, Mode, StreamEvent, StreamId};
 use crate::time::Instant;
 use crate::wire::sync as ws;
@@ -28,8 +28,8 @@ use crate::wire::sync as ws;
 /// Framed bytes one session may hold for its log stream beyond the stream's own send buffer;
 /// a message that does not fit is dropped and counted (`send_dropped`).
 pub const LOG_LINK_BUFFER: usize = 4 << 20;
-/// Bytes read from a log stream per call.
-const READ_CHUNK: usize = 16 << 10;
+/// Bytes read from a log stream in one round before the messages in them are handed on.
+const READ_LIMIT: usize = 64 << 10;
 /// The RESET code of a log stream whose framing broke.
 const RESET_FRAMING: u16 = 3;
 
@@ -39,41 +39,6 @@ pub(super) struct LogLink {
     ours: Option<StreamId>,
     out: Backlog,
     inbound: BTreeMap<StreamId, Vec<u8>>,
-}
-
-/// Framed bytes waiting for room in the stream. Written from an offset and compacted only
-/// once half is gone, so a deep backlog is not shifted on every write.
-#[derive(Debug, Default)]
-struct Backlog {
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Backlog {
-    fn len(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    fn clear(&mut self) {
-        self.buf.clear();
-        self.pos = 0;
-    }
-
-    /// Writes as much as the stream takes.
-    fn flush(&mut self, streams: &mut Streams, stream: StreamId) {
-        while let Some(b) = self.buf.get(self.pos..).filter(|b| !b.is_empty()) {
-            match streams.write(stream, b) {
-                Ok(n) if n > 0 => self.pos += n,
-                _ => break,
-            }
-        }
-        if self.pos >= self.buf.len() {
-            self.clear();
-        } else if self.pos > self.buf.len() / 2 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-    }
 }
 
 impl Node {
@@ -210,19 +175,19 @@ impl Node {
                 logs,
                 ..
             } = self;
-            let session = by_peer.get(&peer).copied();
-            let est = match session.and_then(|s| entries.get_mut(&s)) {
-                Some(Entry {
-                    state: State::Established(est),
-                    close_pending: None,
-                    ..
-                }) => est,
-                _ => {
-                    logs.stats.send_dropped += 1;
-                    continue;
-                }
+            let Some(session) = by_peer.get(&peer).copied() else {
+                logs.stats.send_dropped += 1;
+                continue;
             };
-            let Some(session) = session else { continue };
+            let Some(Entry {
+                state: State::Established(est),
+                close_pending: None,
+                ..
+            }) = entries.get_mut(&session)
+            else {
+                logs.stats.send_dropped += 1;
+                continue;
+            };
             let link = log_links.entry(session).or_default();
             let stream = match link.ours {
                 Some(s) => s,
@@ -238,7 +203,7 @@ impl Node {
                 },
             };
             if link.out.len() + msg.len() + ws::FRAME_HEADER_LEN > LOG_LINK_BUFFER
-                || ws::write_frame(&mut link.out.buf, &msg).is_err()
+                || ws::write_frame(link.out.tail(), &msg).is_err()
             {
                 logs.stats.send_dropped += 1;
                 continue;
@@ -270,14 +235,11 @@ pub(super) fn on_log_stream(
     match event {
         StreamEvent::Readable => {
             let buf = link.inbound.entry(stream).or_default();
+            let mut scratch = [0u8; 2048];
             loop {
-                let old = buf.len();
-                buf.resize(old + READ_CHUNK, 0);
-                let n = match buf.get_mut(old..).map(|b| streams.read(stream, b)) {
-                    Some(Ok(n)) => n,
-                    _ => 0,
-                };
-                buf.truncate(old + n);
+                // Up to READ_LIMIT more each round, so a message larger than that still fills.
+                let limit = buf.len() + READ_LIMIT;
+                let (_, got) = read_some(streams, stream, buf, &mut scratch, limit);
                 let mut pos = 0;
                 let broken = loop {
                     match buf.get(pos..).map(ws::split_frame) {
@@ -296,7 +258,7 @@ pub(super) fn on_log_stream(
                     let _ = streams.reset(now, stream, RESET_FRAMING);
                     return;
                 }
-                if n == 0 {
+                if !got {
                     break;
                 }
             }

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::identity::NodeId;
 use crate::node::{DisconnectReason, SessionId};
-use crate::stream::conn::{flush_bytes, Streams};
+use crate::stream::conn::{read_some, Backlog, Streams};
 use crate::stream::{Class, Mode, ResetOrigin, StreamError, StreamEvent, StreamId};
 use crate::time::Instant;
 use crate::wire::rpc::{self as wr, CallHeader, RpcFrame, MAX_METADATA, MAX_NAME_LEN};
@@ -66,7 +66,7 @@ struct Link {
     peer: NodeId,
     /// Our announcement stream, its unsent bytes, and the version last written.
     ours: Option<StreamId>,
-    ours_out: Vec<u8>,
+    ours_out: Backlog,
     announced: Option<u32>,
     /// The peer's announcement stream and what it said.
     theirs: Option<StreamId>,
@@ -315,7 +315,7 @@ impl Rpc {
             Link {
                 peer,
                 ours: None,
-                ours_out: Vec::new(),
+                ours_out: Backlog::default(),
                 announced: None,
                 theirs: None,
                 remote: Remote::default(),
@@ -350,10 +350,13 @@ impl Rpc {
             },
         };
         link.announced = Some(version);
-        // A newer list replaces whatever of an older one was not taken yet.
-        link.ours_out.clear();
-        self.local.encode(&mut link.ours_out);
-        flush_bytes(streams, id, &mut link.ours_out);
+        // A newer list replaces an older one none of which left yet; one the stream took
+        // part of is finished first (cutting it would break the stream's framing).
+        if link.ours_out.untouched() {
+            link.ours_out.clear();
+        }
+        self.local.encode(link.ours_out.tail());
+        link.ours_out.flush(streams, id);
     }
 
     pub(crate) fn on_session_closed(
@@ -1194,7 +1197,7 @@ impl Rpc {
     ) {
         if let Some(l) = self.links.get_mut(&session) {
             if l.ours == Some(stream) {
-                flush_bytes(streams, stream, &mut l.ours_out);
+                l.ours_out.flush(streams, stream);
                 return;
             }
         }
@@ -1465,30 +1468,6 @@ fn incoming(
         metadata,
         body,
     }
-}
-
-/// Reads what `stream` has into `buf` through `scratch` (stopping once `buf` holds more
-/// than `limit` bytes, so the caller can parse first). Returns (end of stream reached,
-/// anything read).
-fn read_some(
-    streams: &mut Streams,
-    stream: StreamId,
-    buf: &mut Vec<u8>,
-    scratch: &mut [u8],
-    limit: usize,
-) -> (bool, bool) {
-    let mut got = false;
-    while buf.len() <= limit {
-        match streams.read(stream, scratch) {
-            Ok(0) => return (true, got),
-            Ok(n) => {
-                buf.extend_from_slice(scratch.get(..n).unwrap_or(&[]));
-                got = true;
-            }
-            Err(_) => return (false, got),
-        }
-    }
-    (false, got)
 }
 
 /// Reads and drops whatever `stream` has.

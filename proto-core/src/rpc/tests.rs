@@ -1075,3 +1075,31 @@ fn error_messages_say_what_to_do() {
     .contains("0x8001: boom"));
     assert!(text(RpcError::Transport(TransportError::IdsExhausted)).contains("reconnect"));
 }
+
+#[test]
+fn a_replaced_service_list_never_cuts_one_the_stream_took_part_of() {
+    // A send buffer of one packet: a list of a few KiB leaves in parts.
+    let mut p = Pair::with(|_| {}, |c| c.streams.send_buffer = c.max_packet_size);
+    let list = |n: u32| {
+        (0..200).fold(ServiceSpec::new("svc"), |s, i| {
+            s.method(
+                &alloc::format!("a-rather-long-method-name-{n}-{i:03}"),
+                Shape::Unary,
+            )
+        })
+    };
+    p.b.serve(p.now, list(1)).unwrap();
+    // Replaced at once: part of the first list is in the stream, the rest still queued.
+    p.b.serve(p.now, list(2)).unwrap();
+    p.run();
+    let s = p.a.session_with(&p.b.node_id()).unwrap();
+    let got = p.a.peer_services(s);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0]
+            .methods
+            .iter()
+            .any(|m| m.name == "a-rather-long-method-name-2-199"),
+        "the newer list arrived whole"
+    );
+}

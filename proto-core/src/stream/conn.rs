@@ -1343,14 +1343,80 @@ impl Streams {
     }
 }
 
-/// Writes as much of `buf` as the stream takes, dropping what went.
-pub(crate) fn flush_bytes(streams: &mut Streams, stream: StreamId, buf: &mut Vec<u8>) {
-    let mut pos = 0;
-    while let Some(b) = buf.get(pos..).filter(|b| !b.is_empty()) {
-        match streams.write(stream, b) {
-            Ok(n) if n > 0 => pos += n,
-            _ => break,
+/// Bytes waiting for room in one stream, for a layer that frames its own messages on it
+/// (nRPC announcements, log streams). Written from an offset and compacted only once half has
+/// gone, so a deep backlog is not shifted on every write.
+#[derive(Debug, Default)]
+pub(crate) struct Backlog {
+    buf: Vec<u8>,
+    pos: usize,
+    /// Part of what is queued has left (so it may end mid-message on the wire).
+    started: bool,
+}
+
+impl Backlog {
+    /// Bytes still to write.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Nothing of what is queued has left: it may be replaced whole without cutting a message.
+    pub(crate) fn untouched(&self) -> bool {
+        !self.started
+    }
+
+    /// Drops everything queued (the stream is gone, or the queue is `untouched`).
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+        self.started = false;
+    }
+
+    /// Where to append whole messages.
+    pub(crate) fn tail(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Writes as much as the stream takes.
+    pub(crate) fn flush(&mut self, streams: &mut Streams, stream: StreamId) {
+        while let Some(b) = self.buf.get(self.pos..).filter(|b| !b.is_empty()) {
+            match streams.write(stream, b) {
+                Ok(n) if n > 0 => {
+                    self.pos += n;
+                    self.started = true;
+                }
+                _ => break,
+            }
+        }
+        if self.pos >= self.buf.len() {
+            self.clear();
+        } else if self.pos > self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
         }
     }
-    buf.drain(..pos.min(buf.len()));
+}
+
+/// Reads what `stream` has into `buf` through `scratch` (stopping once `buf` holds more
+/// than `limit` bytes, so the caller can parse first). Returns (end of stream reached,
+/// anything read).
+pub(crate) fn read_some(
+    streams: &mut Streams,
+    stream: StreamId,
+    buf: &mut Vec<u8>,
+    scratch: &mut [u8],
+    limit: usize,
+) -> (bool, bool) {
+    let mut got = false;
+    while buf.len() <= limit {
+        match streams.read(stream, scratch) {
+            Ok(0) => return (true, got),
+            Ok(n) => {
+                buf.extend_from_slice(scratch.get(..n).unwrap_or(&[]));
+                got = true;
+            }
+            Err(_) => return (false, got),
+        }
+    }
+    (false, got)
 }
