@@ -15,9 +15,7 @@
 //! be durable before a vote or an acknowledgement leaves.
 
 use alloc::boxed::Box;
-#[cfg(test)]
-use alloc::collections::BTreeSet;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -301,8 +299,9 @@ pub struct LogHostStats {
 
 struct Hosted {
     name: Arc<str>,
-    config: ReplicationConfig,
     retention: Retention,
+    /// Its entry in the timer index.
+    due: Option<Instant>,
     replica: LogReplica<Box<dyn LogStore + Send>>,
     /// Tickets issued and completed; messages are held while they differ.
     issued: u64,
@@ -318,6 +317,9 @@ struct Hosted {
 #[derive(Default)]
 pub(crate) struct Logs {
     logs: BTreeMap<LogId, Hosted>,
+    /// When each log wants its next tick (Idle logs want none), so that the node's
+    /// `poll_timeout` after every datagram looks at one entry, not every log.
+    timers: BTreeSet<(Instant, LogId)>,
     /// Messages for peers, drained by the node onto their log streams.
     pub(crate) out: VecDeque<(NodeId, Vec<u8>)>,
     /// Events for the application.
@@ -405,7 +407,8 @@ impl Logs {
                     existing: Arc::clone(&h.name),
                 });
             }
-            h.config
+            h.replica
+                .config()
                 .check_reopen(&spec.config)
                 .map_err(LogError::Config)?;
             return Ok(id);
@@ -416,7 +419,7 @@ impl Logs {
         let members = place(name, me, &spec.config, &spec.candidates)?;
         let hard = spec.store.hard_state();
         let mut replica = LogReplica::new(
-            spec.config.clone(),
+            spec.config,
             id.0,
             me,
             members,
@@ -438,8 +441,8 @@ impl Logs {
             id,
             Hosted {
                 name: Arc::from(name),
-                config: spec.config,
                 retention: spec.retention,
+                due: None,
                 replica,
                 issued: 0,
                 done: 0,
@@ -459,7 +462,11 @@ impl Logs {
             h.replica.close();
         }
         self.drain(now, id);
-        self.logs.remove(&id).map(|h| h.replica.into_store())
+        let h = self.logs.remove(&id)?;
+        if let Some(at) = h.due {
+            self.timers.remove(&(at, id));
+        }
+        Some(h.replica.into_store())
     }
 
     pub(crate) fn ids(&self) -> impl Iterator<Item = LogId> + '_ {
@@ -476,30 +483,25 @@ impl Logs {
             self.stats.unknown_log += 1;
             return;
         };
-        if ws::decode(msg).is_err() {
+        if h.replica.on_message(now, from, msg).is_err() {
             self.stats.malformed += 1;
             return;
         }
-        h.replica.on_message(now, from, msg);
         self.drain(now, id);
     }
 
     /// The earliest instant a log wants a tick.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.logs
-            .values()
-            .filter(|h| h.replica.role() != Role::Idle)
-            .map(|h| h.replica.poll_timeout())
-            .min()
+        self.timers.first().map(|(at, _)| *at)
     }
 
     /// Ticks every log that is due, with the RTTs the sessions measured.
     pub(crate) fn tick(&mut self, now: Instant, rtt: impl Fn(&NodeId) -> Option<Duration>) {
         let due: Vec<LogId> = self
-            .logs
+            .timers
             .iter()
-            .filter(|(_, h)| h.replica.role() != Role::Idle && h.replica.poll_timeout() <= now)
-            .map(|(id, _)| *id)
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
             .collect();
         for id in due {
             if let Some(h) = self.logs.get_mut(&id) {
@@ -637,6 +639,7 @@ impl Logs {
     fn drain(&mut self, now: Instant, id: LogId) {
         let Logs {
             logs,
+            timers,
             out,
             events,
             stats,
@@ -685,6 +688,17 @@ impl Logs {
             });
         }
         h.reported = (role, term, leader, commit);
+        // Every change to a replica comes through here: keep its timer entry current.
+        let due = (role != Role::Idle).then(|| r.poll_timeout());
+        if due != h.due {
+            if let Some(at) = h.due {
+                timers.remove(&(at, id));
+            }
+            if let Some(at) = due {
+                timers.insert((at, id));
+            }
+            h.due = due;
+        }
     }
 }
 

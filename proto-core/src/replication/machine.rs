@@ -35,6 +35,7 @@ use super::store::{HardState, LogStore, Retention, StoreError};
 use crate::identity::NodeId;
 use crate::time::Instant;
 use crate::wire::sync::{self as ws, NackCode, SyncMsg};
+use crate::wire::WireError;
 
 /// Events a replica asks for at a time.
 const CHUNK_MAX: u32 = 256;
@@ -282,6 +283,12 @@ impl<S: LogStore> LogReplica<S> {
         self.store
     }
 
+    /// The settings the log was opened with.
+    #[must_use]
+    pub fn config(&self) -> &ReplicationConfig {
+        &self.cfg
+    }
+
     /// The log, for the host that persists it.
     pub(crate) fn store_mut(&mut self) -> &mut S {
         &mut self.store
@@ -358,16 +365,24 @@ impl<S: LogStore> LogReplica<S> {
         }
     }
 
-    /// Stores a replicated event, applying the under-capacity policy when the store is full.
-    fn store_event(&mut self, now: Instant, seq: u64, term: u64, payload: &[u8]) -> bool {
+    /// Appends to the store, applying the under-capacity policy once when it is full.
+    fn store_event(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        term: u64,
+        payload: &[u8],
+    ) -> Result<(), StoreError> {
         match self.store.append(seq, term, now, payload) {
-            Ok(()) => true,
-            Err(e) => {
+            Err(StoreError::Full) => {
                 self.metrics.under_capacity += 1;
-                e == StoreError::Full
-                    && self.evict_for_room(now)
-                    && self.store.append(seq, term, now, payload).is_ok()
+                if self.evict_for_room(now) {
+                    self.store.append(seq, term, now, payload)
+                } else {
+                    Err(StoreError::Full)
+                }
             }
+            r => r,
         }
     }
 
@@ -409,15 +424,8 @@ impl<S: LogStore> LogReplica<S> {
             });
         }
         let seq = self.store.next_seq();
-        if let Err(e) = self.store.append(seq, self.term, now, payload) {
-            if !(e == StoreError::Full && self.evict_for_room(now)) {
-                self.metrics.under_capacity += u64::from(e == StoreError::Full);
-                return Err(AppendError::Store(e));
-            }
-            self.store
-                .append(seq, self.term, now, payload)
-                .map_err(AppendError::Store)?;
-        }
+        self.store_event(now, seq, self.term, payload)
+            .map_err(AppendError::Store)?;
         self.pending.insert(seq, durability);
         self.out.push_back(Output::Persist {
             upto: self.store.next_seq(),
@@ -481,14 +489,23 @@ impl<S: LogStore> LogReplica<S> {
         }
     }
 
-    /// A message from `from`. Malformed ones are dropped (counted by the caller's decoder).
-    pub fn on_message(&mut self, now: Instant, from: NodeId, bytes: &[u8]) {
+    /// A message from `from`. A malformed one changes nothing and is returned as the decoder's
+    /// error, for the caller to count.
+    pub fn on_message(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        bytes: &[u8],
+    ) -> Result<(), WireError> {
+        let msg = ws::decode(bytes)?;
+        self.on_decoded(now, from, msg);
+        Ok(())
+    }
+
+    fn on_decoded(&mut self, now: Instant, from: NodeId, msg: SyncMsg<'_>) {
         if self.role() == Role::Idle {
             return;
         }
-        let Ok(msg) = ws::decode(bytes) else {
-            return;
-        };
         if !self.members.contains(&from) || from == self.me {
             return;
         }
@@ -997,7 +1014,7 @@ impl<S: LogStore> LogReplica<S> {
                 }
                 self.durable = self.durable.min(seq);
             }
-            if seq != self.store.next_seq() || !self.store_event(now, seq, t, payload) {
+            if seq != self.store.next_seq() || self.store_event(now, seq, t, payload).is_err() {
                 return;
             }
             applied += 1;

@@ -138,7 +138,8 @@ impl Cluster {
                 }
                 let from = self.ids[i];
                 let now = self.now;
-                self.nodes[j].on_message(now, from, &b);
+                let decoded = self.nodes[j].on_message(now, from, &b);
+                assert!(decoded.is_ok(), "a replica sent a malformed message");
             }
             self.check();
             if !moved {
