@@ -168,29 +168,27 @@ fn acked_between(h: &History, from: u64, to: u64) -> usize {
         .count()
 }
 
+/// Finds who leads at 2 s in this seed (the run is deterministic), applies `cut(leader,
+/// others)` then, and returns the old leader and the history of the run.
+fn cut_off_leader(seed: u64, cut: impl Fn(HostId, Vec<HostId>) -> Fault) -> (usize, History) {
+    let old = leader_at(&scenario(seed, 3, Vec::new()), 2_000);
+    let others: Vec<HostId> = (0..3)
+        .filter(|i| *i != old)
+        .map(|i| HostId(i as u32))
+        .collect();
+    let h = scenario(seed, 3, vec![(2_000, cut(HostId(old as u32), others))]);
+    (old, h)
+}
+
 /// The leader is cut off from both others (both ways): the majority elects a new leader and
 /// keeps acknowledging; after the heal the old leader's unacknowledged writes are gone and
 /// every log is equal (`check_final`).
 #[test]
 fn symmetric_failover_over_nodes() {
-    // Find who leads at 2 s in this seed (the run is deterministic), then cut it off.
-    let probe = scenario(21, 3, Vec::new());
-    let old = leader_at(&probe, 2_000);
-    let others: Vec<HostId> = (0..3)
-        .filter(|i| *i != old)
-        .map(|i| HostId(i as u32))
-        .collect();
-    let h = scenario(
-        21,
-        3,
-        vec![(
-            2_000,
-            Fault::Partition {
-                a: vec![HostId(old as u32)],
-                b: others,
-            },
-        )],
-    );
+    let (old, h) = cut_off_leader(21, |l, others| Fault::Partition {
+        a: vec![l],
+        b: others,
+    });
     let new = leader_at(&h, 5_900);
     assert_ne!(new, old, "the majority side elected another leader");
     assert!(
@@ -203,23 +201,10 @@ fn symmetric_failover_over_nodes() {
 /// a new leader, whose higher term makes the old one step down.
 #[test]
 fn asymmetric_failover_over_nodes() {
-    let probe = scenario(22, 3, Vec::new());
-    let old = leader_at(&probe, 2_000);
-    let others: Vec<HostId> = (0..3)
-        .filter(|i| *i != old)
-        .map(|i| HostId(i as u32))
-        .collect();
-    let h = scenario(
-        22,
-        3,
-        vec![(
-            2_000,
-            Fault::Block {
-                from: vec![HostId(old as u32)],
-                to: others,
-            },
-        )],
-    );
+    let (old, h) = cut_off_leader(22, |l, others| Fault::Block {
+        from: vec![l],
+        to: others,
+    });
     let new = leader_at(&h, 5_900);
     assert_ne!(new, old);
     assert!(acked_between(&h, 3_000, 6_000) > 20);
