@@ -45,6 +45,9 @@ pub enum StoreError {
         /// The largest accepted.
         max: usize,
     },
+    /// The storage underneath failed (a file store's write or truncation); the store keeps
+    /// what it had.
+    Io,
 }
 
 impl fmt::Display for StoreError {
@@ -61,6 +64,7 @@ impl fmt::Display for StoreError {
             StoreError::TooLarge { len, max } => {
                 write!(f, "event of {len} bytes exceeds the log's maximum of {max}")
             }
+            StoreError::Io => f.write_str("the log's storage failed: see the store's last error"),
         }
     }
 }
