@@ -87,6 +87,22 @@ impl Node {
         Ok(seq)
     }
 
+    /// Appends `payloads` in order, as [`Node::log_append`] does each, with one persistence
+    /// request (one sync) for the whole batch; returns their sequences. If the store refuses
+    /// one part-way, [`LogError::Partial`] says which went in.
+    pub fn log_append_batch<'p>(
+        &mut self,
+        now: Instant,
+        log: LogId,
+        payloads: impl IntoIterator<Item = &'p [u8]>,
+        durability: Durability,
+    ) -> Result<core::ops::Range<u64>, LogError> {
+        let now = self.clock.observe(now);
+        let r = self.logs.append_batch(now, log, payloads, durability);
+        self.after_logs();
+        r
+    }
+
     /// The driver made what a [`crate::replication::LogEvent::PersistRequested`] asked for
     /// durable. Held messages of the log leave, and acknowledgements follow.
     pub fn log_persisted(&mut self, now: Instant, log: LogId, ticket: u64) -> Result<(), LogError> {
@@ -99,7 +115,8 @@ impl Node {
     /// Committed events of `log` from `from` (or from the first retained one, if `from` aged
     /// out: a gap in the sequences says so), at most `max_events` and about `max_bytes`
     /// (always at least one event when there is one). A tail reads from its last sequence + 1
-    /// on every [`crate::replication::LogEvent::Committed`].
+    /// on every [`crate::replication::LogEvent::Committed`]. An event with an empty payload is
+    /// a term marker a new leader wrote (applications cannot append one): skip it.
     pub fn log_read(
         &self,
         log: LogId,

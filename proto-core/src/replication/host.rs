@@ -149,8 +149,18 @@ pub enum LogError {
     },
     /// The store refused.
     Store(StoreError),
+    /// An empty payload (empty events are the term markers new leaders write).
+    EmptyPayload,
     /// The node holds [`MAX_REGISTERED_LOGS`] logs already.
     TooManyLogs,
+    /// A batch append stopped part-way: `appended` went in (and will be acknowledged as
+    /// usual), the next was refused for `cause`.
+    Partial {
+        /// The sequences appended.
+        appended: core::ops::Range<u64>,
+        /// Why the next one was refused.
+        cause: StoreError,
+    },
     /// `log_persisted` named a ticket that was never issued.
     UnknownTicket {
         /// The ticket given.
@@ -185,6 +195,15 @@ impl fmt::Display for LogError {
                 f.write_str("the log has no leader right now: retry after its next election")
             }
             LogError::Store(e) => write!(f, "log store: {e}"),
+            LogError::EmptyPayload => f.write_str(
+                "an event needs a payload: empty events are the term markers a new leader writes",
+            ),
+            LogError::Partial { appended, cause } => write!(
+                f,
+                "appended {} of the batch (up to sequence {}); the next was refused: {cause}",
+                appended.end - appended.start,
+                appended.end
+            ),
             LogError::TooManyLogs => write!(
                 f,
                 "this node holds {MAX_REGISTERED_LOGS} logs already: close one first"
@@ -202,6 +221,7 @@ impl From<AppendError> for LogError {
         match e {
             AppendError::NotLeader { leader } => LogError::NotLeader { leader },
             AppendError::Store(s) => LogError::Store(s),
+            AppendError::Empty => LogError::EmptyPayload,
         }
     }
 }
@@ -534,6 +554,38 @@ impl Logs {
         Ok(seq)
     }
 
+    /// Appends `payloads` in order with one persistence request for all of them. Stops at the
+    /// first the store refuses: nothing was appended if it was the first, otherwise
+    /// [`LogError::Partial`] says which went in.
+    pub(crate) fn append_batch<'p>(
+        &mut self,
+        now: Instant,
+        id: LogId,
+        payloads: impl IntoIterator<Item = &'p [u8]>,
+        durability: Durability,
+    ) -> Result<core::ops::Range<u64>, LogError> {
+        let h = self.logs.get_mut(&id).ok_or(LogError::Unknown(id))?;
+        let first = h.replica.store().next_seq();
+        let mut failed = None;
+        for p in payloads {
+            if let Err(e) = h.replica.append(now, p, durability) {
+                failed = Some(e);
+                break;
+            }
+        }
+        let end = h.replica.store().next_seq();
+        self.drain(now, id);
+        match failed {
+            None => Ok(first..end),
+            Some(e) if end == first => Err(e.into()),
+            Some(AppendError::Store(cause)) => Err(LogError::Partial {
+                appended: first..end,
+                cause,
+            }),
+            Some(e) => Err(e.into()),
+        }
+    }
+
     pub(crate) fn persisted(
         &mut self,
         now: Instant,
@@ -647,25 +699,38 @@ impl Logs {
         let Some(h) = logs.get_mut(&id) else {
             return;
         };
-        while let Some(o) = h.replica.poll_output() {
-            match o {
-                Output::Send { to, bytes } => {
-                    if h.done < h.issued {
-                        if h.held.len() >= MAX_HELD {
-                            h.held.pop_front();
-                            stats.held_dropped += 1;
+        // Runs of persistence requests merge into one (a batch of appends is one sync), but
+        // every request is carried out before any message that follows it.
+        let mut want: Option<u64> = None;
+        loop {
+            while let Some(o) = h.replica.poll_output() {
+                match o {
+                    Output::Send { to, bytes } => {
+                        if let Some(upto) = want.take() {
+                            Self::request_persist(events, id, h, now, upto);
                         }
-                        h.held.push_back((to, bytes));
-                    } else {
-                        out.push_back((to, bytes));
+                        if h.done < h.issued {
+                            if h.held.len() >= MAX_HELD {
+                                h.held.pop_front();
+                                stats.held_dropped += 1;
+                            }
+                            h.held.push_back((to, bytes));
+                        } else {
+                            out.push_back((to, bytes));
+                        }
                     }
+                    Output::Persist { upto } => want = Some(want.map_or(upto, |w| w.max(upto))),
+                    Output::Acked { seq } => events.push_back(LogEvent::Acked { log: id, seq }),
+                    Output::Abandoned { seq } => {
+                        events.push_back(LogEvent::Abandoned { log: id, seq });
+                    }
+                    _ => {}
                 }
-                Output::Persist { upto } => Self::request_persist(events, id, h, now, upto),
-                Output::Acked { seq } => events.push_back(LogEvent::Acked { log: id, seq }),
-                Output::Abandoned { seq } => {
-                    events.push_back(LogEvent::Abandoned { log: id, seq });
-                }
-                _ => {}
+            }
+            // A store durable at once continues the replica, which may have more to say.
+            match want.take() {
+                Some(upto) => Self::request_persist(events, id, h, now, upto),
+                None => break,
             }
         }
         if h.done == h.issued {
@@ -961,6 +1026,94 @@ mod tests {
         assert!(!logs.status(log).unwrap().persisting);
         // A ticket done twice changes nothing.
         assert_eq!(logs.persisted(now, log, ticket), Ok(()));
+    }
+
+    /// Elects the single node of `log` by ticking it through its silence window.
+    fn lead_alone(logs: &mut Logs, log: LogId) -> Instant {
+        let mut now = Instant::ZERO;
+        while logs.status(log).unwrap().role != Role::Leader {
+            now = logs.next_deadline().unwrap();
+            logs.tick(now, |_| None);
+            assert!(now < Instant::from_millis(10_000), "no leader");
+        }
+        now
+    }
+
+    #[test]
+    fn a_batch_is_one_sync_and_a_refusal_part_way_says_what_went_in() {
+        let mut logs = Logs::default();
+        let log = logs
+            .open(
+                Instant::ZERO,
+                id(1),
+                "b",
+                LogSpec::new(single(), Box::new(Deferred::default())),
+            )
+            .unwrap();
+        let mut now = lead_alone(&mut logs, log);
+        // Complete the syncs of the election.
+        while let Some(t) = logs.events.iter().find_map(|e| match e {
+            LogEvent::PersistRequested { ticket, .. } => Some(*ticket),
+            _ => None,
+        }) {
+            logs.events.clear();
+            logs.persisted(now, log, t).unwrap();
+        }
+        logs.events.clear();
+        now = now.saturating_add(Duration::from_millis(1));
+        let batch: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i]).collect();
+        let r = logs.append_batch(
+            now,
+            log,
+            batch.iter().map(Vec::as_slice),
+            Durability::Quorum,
+        );
+        assert_eq!(r, Ok(0..10));
+        let tickets: Vec<u64> = logs
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                LogEvent::PersistRequested { ticket, upto, .. } => Some((*ticket, *upto)),
+                _ => None,
+            })
+            .map(|(t, upto)| {
+                assert_eq!(upto, 10);
+                t
+            })
+            .collect();
+        assert_eq!(
+            tickets.len(),
+            1,
+            "one sync for the batch: {:?}",
+            logs.events
+        );
+        logs.persisted(now, log, tickets[0]).unwrap();
+        let acked = logs
+            .events
+            .iter()
+            .filter(|e| matches!(e, LogEvent::Acked { .. }))
+            .count();
+        assert_eq!(acked, 10);
+
+        // A store with room for 3 events refuses the 4th.
+        let mut logs = Logs::default();
+        let small = Box::new(MemLog::new(3, 100));
+        let log = logs
+            .open(Instant::ZERO, id(1), "s", LogSpec::new(single(), small))
+            .unwrap();
+        let now = lead_alone(&mut logs, log);
+        let r = logs.append_batch(now, log, [&b"a"[..], b"b", b"c", b"d"], Durability::Local);
+        assert_eq!(
+            r,
+            Err(LogError::Partial {
+                appended: 0..3,
+                cause: StoreError::Full
+            })
+        );
+        assert_eq!(
+            logs.append_batch(now, log, [&b"e"[..]], Durability::Local),
+            Err(LogError::Store(StoreError::Full))
+        );
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub enum AppendError {
     },
     /// The store refused it (full, too large).
     Store(super::store::StoreError),
+    /// An empty payload: empty events are the term markers a new leader writes.
+    Empty,
 }
 
 /// What the machine asks of its driver, pulled with [`LogReplica::poll_output`].
@@ -423,18 +425,24 @@ impl<S: LogStore> LogReplica<S> {
                 leader: self.leader,
             });
         }
+        if payload.is_empty() {
+            return Err(AppendError::Empty);
+        }
         let seq = self.store.next_seq();
         self.store_event(now, seq, self.term, payload)
             .map_err(AppendError::Store)?;
         self.pending.insert(seq, durability);
-        self.out.push_back(Output::Persist {
-            upto: self.store.next_seq(),
-        });
         if !self.notify {
-            // Tell the replicas there is something to pull (once until one pulls).
+            // Tell the replicas there is something to pull (once until one pulls). This may
+            // leave before the event is durable here, as Raft's leaders send entries while
+            // they write them: the leader counts itself towards a majority only once durable,
+            // and no term or vote changed.
             self.notify = true;
             self.broadcast_heartbeat(now);
         }
+        self.out.push_back(Output::Persist {
+            upto: self.store.next_seq(),
+        });
         Ok(seq)
     }
 
@@ -744,6 +752,17 @@ impl<S: LogStore> LogReplica<S> {
             // A vote is contact: the leader starts with the voters heard now.
             if self.votes.contains(&p) {
                 self.heard.insert(p, now);
+            }
+        }
+        if self.store.next_seq() > self.commit {
+            // Raft's no-op: a leader commits only events of its own term, so what earlier
+            // terms left uncommitted would wait for the next write. An empty event of the new
+            // term (a term marker; applications cannot append empty events) commits it now.
+            let seq = self.store.next_seq();
+            if self.store_event(now, seq, self.term, &[]).is_ok() {
+                self.out.push_back(Output::Persist {
+                    upto: self.store.next_seq(),
+                });
             }
         }
         self.next_heartbeat = now.saturating_add(self.cfg.heartbeat());

@@ -115,38 +115,44 @@ impl Cluster {
     /// are lost and the rest delivered in a shuffled order.
     fn pump(&mut self) {
         for _ in 0..100_000 {
-            let mut moved = false;
-            for i in 0..self.nodes.len() {
-                while let Some(o) = self.nodes[i].poll_output() {
-                    moved = true;
-                    if !self.down.contains(&i) {
-                        self.output(i, o);
-                    }
-                }
-            }
-            let mut batch: Vec<_> = self.queue.drain(..).collect();
-            if let Some(rng) = self.faults.as_mut() {
-                batch.retain(|_| rng.below(20) != 0);
-                for k in (1..batch.len()).rev() {
-                    batch.swap(k, rng.below(k as u64 + 1) as usize);
-                }
-            }
-            for (i, j, b) in batch {
-                moved = true;
-                if self.down.contains(&j) {
-                    continue;
-                }
-                let from = self.ids[i];
-                let now = self.now;
-                let decoded = self.nodes[j].on_message(now, from, &b);
-                assert!(decoded.is_ok(), "a replica sent a malformed message");
-            }
-            self.check();
-            if !moved {
+            if !self.pump_once() {
                 return;
             }
         }
         panic!("no quiescence");
+    }
+
+    /// One round: every node's outputs, then every queued message delivered. False when
+    /// nothing moved.
+    fn pump_once(&mut self) -> bool {
+        let mut moved = false;
+        for i in 0..self.nodes.len() {
+            while let Some(o) = self.nodes[i].poll_output() {
+                moved = true;
+                if !self.down.contains(&i) {
+                    self.output(i, o);
+                }
+            }
+        }
+        let mut batch: Vec<_> = self.queue.drain(..).collect();
+        if let Some(rng) = self.faults.as_mut() {
+            batch.retain(|_| rng.below(20) != 0);
+            for k in (1..batch.len()).rev() {
+                batch.swap(k, rng.below(k as u64 + 1) as usize);
+            }
+        }
+        for (i, j, b) in batch {
+            moved = true;
+            if self.down.contains(&j) {
+                continue;
+            }
+            let from = self.ids[i];
+            let now = self.now;
+            let decoded = self.nodes[j].on_message(now, from, &b);
+            assert!(decoded.is_ok(), "a replica sent a malformed message");
+        }
+        self.check();
+        moved
     }
 
     fn output(&mut self, i: usize, o: Output) {
@@ -374,6 +380,48 @@ fn an_isolated_leader_steps_down_and_its_unacknowledged_suffix_is_truncated() {
             assert!(c.payloads(i).contains(a));
         }
     }
+}
+
+/// The leader commits a write and crashes before any replica hears the new commit point:
+/// both replicas hold it uncommitted. The next leader commits it at once, with no write of its
+/// own, by appending the empty marker of its term (a leader commits only events of its own
+/// term; without the marker the write would wait for the next client).
+#[test]
+fn a_new_leader_commits_what_earlier_terms_left_without_a_new_write() {
+    let mut c = Cluster::new(3);
+    c.advance(Duration::from_secs(3));
+    let old = c.leader().unwrap();
+    let now = c.now;
+    c.nodes[old].append(now, b"x", Durability::Quorum).unwrap();
+    let mut rounds = 0;
+    while c.nodes[old].commit() == 0 {
+        assert!(c.pump_once(), "the write never committed");
+        rounds += 1;
+        assert!(rounds < 100);
+    }
+    // Its answers carrying the commit point die with it.
+    c.down.insert(old);
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    for &i in &others {
+        assert_eq!(c.nodes[i].commit(), 0, "replica {i} heard the commit point");
+        assert_eq!(c.payloads(i), [b"x".to_vec()]);
+    }
+    c.advance(Duration::from_secs(2));
+    // (The crashed node still believes it leads: it never ticks again.)
+    let new = *others
+        .iter()
+        .find(|i| c.nodes[**i].role() == Role::Leader)
+        .expect("a new leader");
+    for &i in &others {
+        assert_eq!(
+            c.nodes[i].commit(),
+            2,
+            "replica {i}: the write and the marker"
+        );
+        assert_eq!(c.payloads(i), [b"x".to_vec(), Vec::new()]);
+    }
+    // Applications cannot write the marker themselves.
+    assert_eq!(c.write(new, b""), Err(AppendError::Empty));
 }
 
 #[test]

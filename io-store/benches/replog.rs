@@ -1,33 +1,33 @@
-//! CPU cost of replicated logs on `Node`s with full encrypted sessions, all in one thread,
-//! each figure paired with a baseline measured in the same run.
+//! Replicated logs on `Node`s with full encrypted sessions, all in one thread, each figure
+//! paired with a baseline measured in the same run.
 //!
-//! - `append`: quorum-acknowledged appends (256-byte events, 256 in flight) on a 3-node log,
-//!   against the same appends on a single-node log (factor 1, the same store and API). Two
-//!   ratios: the wall time of all three nodes together on one core (what one machine running
-//!   the whole cluster sustains), and the leader's own CPU time only (what the leader of a
-//!   real cluster, whose replicas run elsewhere, sustains).
+//! - `append`: quorum-acknowledged appends (256-byte events, 256 in flight, appended in
+//!   batches of what the window allows) on a 3-node log, against the same appends on a
+//!   single-node log (factor 1, the same store and API). Twice: with in-memory stores, and
+//!   with [`io_store::FileLog`] syncing every persist (`FsyncPolicy::Always`) on the build
+//!   directory's disk. Two ratios each: the wall time of all three nodes together on one core
+//!   (one machine running the whole cluster, one disk), and the time spent inside the leader's
+//!   own calls, its syncs included (what the leader of a real cluster, whose replicas run
+//!   elsewhere, sustains).
 //! - `catchup`: a third replica joins a log that already holds 8 MiB (8192 events of 1 KiB)
 //!   and pulls all of it; against a bulk application stream of the same bytes between the
-//!   same nodes in the same run.
+//!   same nodes in the same run (in-memory stores).
 //!
 //! Datagrams move in memory with no delay; timers run on the wall clock. The catch-up budget
 //! is half of a declared 10 Gbit/s link, so it does not bind (with the default 1 Gbit/s
-//! declaration it would cap catch-up at 62.5 MB/s, by design). Stores are in memory
-//! (`MemLog`, durable at once), so the figures are the protocol's cost, not a disk's.
+//! declaration it would cap catch-up at 62.5 MB/s, by design).
 //!
-//! `cargo bench -p proto-core --features aws-lc --bench replog` prints the paired table
+//! `cargo bench -p io-store --features aws-lc --bench replog` prints the paired table
 //! (`LOG_BENCH_ROUNDS`, 5 by default).
-
-mod common;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant as WallInstant};
 
-use common::median;
+use io_store::{FileLog, FileLogConfig, FsyncPolicy};
 use proto_core::crypto::SharedProvider;
 use proto_core::replication::{
-    Durability, LogEvent, LogId, LogSpec, MemLog, Placement, ReplicationConfig, Role,
+    Durability, LogEvent, LogId, LogSpec, LogStore, MemLog, Placement, ReplicationConfig, Role,
 };
 use proto_core::stream::{Mode, StreamEvent};
 use proto_core::{Config, Event, Identity, Instant, Node, NodeId, PeerSpec, Seed};
@@ -37,6 +37,49 @@ fn addr(i: usize) -> SocketAddr {
 }
 
 const LOG: &str = "bench";
+
+/// The crypto providers this build has (aws-lc with `--features aws-lc`).
+fn providers() -> Vec<SharedProvider> {
+    #[allow(unused_mut)]
+    let mut v: Vec<SharedProvider> = vec![std::sync::Arc::new(proto_core::crypto::RustCrypto)];
+    #[cfg(feature = "aws-lc")]
+    v.push(std::sync::Arc::new(proto_core::crypto::AwsLc));
+    v
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Where a node's log lives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Memory,
+    /// `FileLog` syncing every persist, in a fresh directory.
+    File,
+}
+
+fn store(kind: Store) -> Box<dyn LogStore + Send> {
+    match kind {
+        Store::Memory => Box::new(MemLog::new(1 << 20, 64 << 10)),
+        Store::File => {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+                "replog-bench-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let cfg = FileLogConfig {
+                policy: FsyncPolicy::Always,
+                ..FileLogConfig::default()
+            };
+            Box::new(FileLog::open(dir, cfg).expect("log directory"))
+        }
+    }
+}
 
 struct Mesh {
     nodes: Vec<Node>,
@@ -91,14 +134,14 @@ impl Mesh {
         self.nodes.iter().map(Node::node_id).collect()
     }
 
-    fn open(&mut self, i: usize, members: &[NodeId]) {
+    fn open(&mut self, i: usize, members: &[NodeId], kind: Store) {
         let cfg = ReplicationConfig {
             factor: members.len() as u8,
             heartbeat_ms: 100,
             placement: Placement::Pinned(members.to_vec()),
             ..ReplicationConfig::default()
         };
-        let store = Box::new(MemLog::new(1 << 20, 64 << 10));
+        let store = store(kind);
         let now = self.now();
         // A 10 Gbit/s link: the catch-up budget (half of it) is not what limits the figures.
         let spec = LogSpec {
@@ -173,11 +216,13 @@ impl Mesh {
         while acked < count {
             let t = WallInstant::now();
             let now = self.now();
-            while sent < count && sent - acked < window {
+            let n = (count - sent).min(window - (sent - acked));
+            if n > 0 {
+                let batch = (0..n).map(|_| payload.as_slice());
                 self.nodes[leader]
-                    .log_append(now, id, &payload, Durability::Quorum)
+                    .log_append_batch(now, id, batch, Durability::Quorum)
                     .expect("append");
-                sent += 1;
+                sent += n;
             }
             self.cpu[leader] += t.elapsed();
             self.step();
@@ -199,16 +244,16 @@ impl Mesh {
 
 /// Quorum appends on three nodes against a single-node log: (single/s, quorum wall/s, quorum
 /// leader-CPU/s).
-fn append_round(provider: &SharedProvider, count: u64) -> (f64, f64, f64) {
+fn append_round(provider: &SharedProvider, count: u64, kind: Store) -> (f64, f64, f64) {
     let mut solo = Mesh::new(provider, 1);
     let ids = solo.ids();
-    solo.open(0, &ids);
+    solo.open(0, &ids, kind);
     let l = solo.wait_leader();
     let (wall1, _) = solo.appends(l, count, 256, 256);
     let mut trio = Mesh::new(provider, 3);
     let ids = trio.ids();
     for i in 0..3 {
-        trio.open(i, &ids);
+        trio.open(i, &ids, kind);
     }
     let l = trio.wait_leader();
     let (wall3, cpu3) = trio.appends(l, count, 256, 256);
@@ -224,12 +269,12 @@ fn catchup_round(provider: &SharedProvider) -> (f64, f64) {
     let mut m = Mesh::new(provider, 3);
     let ids = m.ids();
     // Nodes 0 and 1 hold the log and write it; node 2 opens it afterwards and pulls.
-    m.open(0, &ids);
-    m.open(1, &ids);
+    m.open(0, &ids, Store::Memory);
+    m.open(1, &ids, Store::Memory);
     let l = m.wait_leader();
     let (_, _) = m.appends(l, EVENTS, SIZE, 512);
     let joiner = 2;
-    m.open(joiner, &ids);
+    m.open(joiner, &ids, Store::Memory);
     let start = WallInstant::now();
     let id = LogId::from_name(LOG);
     while m.nodes[joiner].log_status(id).map_or(0, |s| s.commit) < EVENTS {
@@ -284,36 +329,50 @@ fn catchup_round(provider: &SharedProvider) -> (f64, f64) {
     (catchup, stream)
 }
 
+/// Medians of the append rounds: (single/s, quorum wall/s, its ratio, quorum leader/s, its ratio).
+fn append_figures(provider: &SharedProvider, rounds: usize, count: u64, kind: Store) -> [f64; 5] {
+    let (mut r_wall, mut r_cpu, mut solo, mut wall, mut cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (s, w, c) = append_round(provider, count, kind);
+        r_wall.push(w / s);
+        r_cpu.push(c / s);
+        solo.push(s);
+        wall.push(w);
+        cpu.push(c);
+    }
+    [
+        median(&mut solo),
+        median(&mut wall),
+        median(&mut r_wall),
+        median(&mut cpu),
+        median(&mut r_cpu),
+    ]
+}
+
 fn main() {
     let rounds: usize = std::env::var("LOG_BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    for provider in common::providers() {
+    for provider in providers() {
         let name = provider.name();
-        let (mut r_wall, mut r_cpu, mut solo, mut wall, mut cpu) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (kind, label, count) in [
+            (Store::Memory, "memory", 20_000),
+            (Store::File, "file, fsync always", 20_000),
+        ] {
+            let [s, w, rw, c, rc] = append_figures(&provider, rounds, count, kind);
+            println!(
+                "replog/{name}/append ({label}): single-node {s:.0}/s, quorum of 3 {w:.0}/s all nodes on one core ({rw:.2}x), {c:.0}/s of the leader's time ({rc:.2}x)"
+            );
+        }
         let (mut r_cu, mut cu, mut st) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            let (s, w, c) = append_round(&provider, 20_000);
-            r_wall.push(w / s);
-            r_cpu.push(c / s);
-            solo.push(s);
-            wall.push(w);
-            cpu.push(c);
             let (c, s) = catchup_round(&provider);
             r_cu.push(c / s);
             cu.push(c);
             st.push(s);
         }
-        println!(
-            "replog/{name}/append: single-node {:.0}/s, quorum of 3 {:.0}/s all nodes on one core ({:.2}x), {:.0}/s of leader CPU ({:.2}x)",
-            median(&mut solo),
-            median(&mut wall),
-            median(&mut r_wall),
-            median(&mut cpu),
-            median(&mut r_cpu)
-        );
         println!(
             "replog/{name}/catchup: {:.0} MB/s catch-up, {:.0} MB/s bulk stream ({:.2}x)",
             median(&mut cu),
