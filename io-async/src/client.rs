@@ -1,0 +1,399 @@
+//! Calling nRPC: [`CallBuilder`] starts a call of any shape; its futures and streams resolve
+//! as the core's events arrive. Dropping a call's future or response stream before it
+//! resolved cancels the call on the wire (CANCEL goes out; the server's handler is dropped).
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto_core::rpc::{
+    CallId, CallOptions, CallSpec, CancelToken, Credit, RpcError, Shape, TransportError,
+};
+use proto_core::{DisconnectReason, NodeId};
+
+use crate::endpoint::{Endpoint, CLOSE_SHUTDOWN};
+use crate::server::send_on;
+use crate::state::Shared;
+
+/// A cancel token: cancels every call started with it, on the wire.
+#[derive(Clone)]
+pub struct Cancel {
+    shared: Arc<Shared>,
+    token: CancelToken,
+}
+
+impl core::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("Cancel").field(&self.token.0).finish()
+    }
+}
+
+impl Cancel {
+    /// Cancels every call registered under the token; a call started with it later is
+    /// refused with `Cancelled`.
+    pub fn cancel(&self) {
+        let mut inner = self.shared.lock();
+        let now = self.shared.now();
+        inner.node.cancel(now, self.token);
+        inner.wake_driver();
+    }
+}
+
+impl Endpoint {
+    /// Reserves a cancel token for [`CallBuilder::cancel_with`].
+    ///
+    /// # Errors
+    /// `Invalid(TooManyTokens)` when `rpc.max_cancel_tokens` are reserved.
+    pub fn cancel_token(&self) -> Result<Cancel, RpcError> {
+        let mut inner = self.shared.lock();
+        let now = self.shared.now();
+        let token = inner.node.reserve_cancel_token(now)?;
+        Ok(Cancel {
+            shared: self.shared.clone(),
+            token,
+        })
+    }
+
+    /// Starts describing a call of `service`'s `method`. Without [`CallBuilder::peer`] it
+    /// goes to the nearest peer that serves the method.
+    pub fn call(&self, service: &str, method: &str) -> CallBuilder<'_> {
+        CallBuilder {
+            endpoint: self,
+            service: service.to_owned(),
+            method: method.to_owned(),
+            peer: None,
+            options: CallOptions::default(),
+        }
+    }
+
+    /// Waits until some connected peer serves `service` (peers announce their services when
+    /// a session comes up), and returns those that do.
+    pub async fn wait_for_service(&self, service: &str) -> Vec<NodeId> {
+        core::future::poll_fn(|cx| {
+            let mut inner = self.shared.lock();
+            let p = inner.node.providers(service);
+            if !p.is_empty() || inner.stopped.is_some() {
+                return Poll::Ready(p);
+            }
+            crate::state::register(&mut inner.services_wakers, cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The peers that serve `service` now.
+    #[must_use]
+    pub fn providers(&self, service: &str) -> Vec<NodeId> {
+        self.shared.lock().node.providers(service)
+    }
+}
+
+/// A call being described; finish with one of the shape methods.
+#[derive(Debug)]
+#[must_use = "a call is started by one of unary, server_streaming, client_streaming, duplex"]
+pub struct CallBuilder<'a> {
+    endpoint: &'a Endpoint,
+    service: String,
+    method: String,
+    peer: Option<NodeId>,
+    options: CallOptions,
+}
+
+impl CallBuilder<'_> {
+    /// Calls this peer (it must have an established session with this node).
+    pub fn peer(mut self, peer: NodeId) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// The time allowed for the whole call; the server is told the time remaining.
+    pub fn deadline(mut self, d: Duration) -> Self {
+        self.options.deadline = Some(d);
+        self
+    }
+
+    /// Registers the call under a cancel token.
+    pub fn cancel_with(mut self, token: &Cancel) -> Self {
+        self.options.cancel = Some(token.token);
+        self
+    }
+
+    /// Adds one metadata entry.
+    pub fn metadata(mut self, key: &str, value: &[u8]) -> Self {
+        self.options.metadata.push((key.to_owned(), value.to_vec()));
+        self
+    }
+
+    /// Response credit for the streaming-response shapes.
+    pub fn credit(mut self, credit: Credit) -> Self {
+        self.options.credit = credit;
+        self
+    }
+
+    fn start(&self, shape: Shape, body: Option<&[u8]>) -> Result<(CallId, NodeId), RpcError> {
+        let shared = &self.endpoint.shared;
+        let mut inner = shared.lock();
+        if inner.stopped.is_some() {
+            return Err(stopped_error());
+        }
+        let now = shared.now();
+        let spec = CallSpec {
+            service: &self.service,
+            method: &self.method,
+            shape,
+            body,
+            options: &self.options,
+        };
+        let r = match self.peer {
+            Some(p) => inner.node.call(now, &p, spec).map(|c| (c, p)),
+            None => inner.node.call_service(now, spec),
+        };
+        if let Ok((id, _)) = r {
+            inner.calls.entry(id).or_default();
+        }
+        inner.wake_driver();
+        r
+    }
+
+    fn handle(&self, call: CallId) -> ActiveCall {
+        ActiveCall {
+            shared: self.endpoint.shared.clone(),
+            call,
+            done: false,
+        }
+    }
+
+    /// A unary call: resolves to the response.
+    ///
+    /// # Errors
+    /// `NoRoute` when no connected peer serves it; later failures (`Timeout`, `Cancelled`,
+    /// `ServerError`, `Transport`) as the call's result.
+    pub fn unary(self, body: &[u8]) -> ReplyFuture {
+        match self.start(Shape::Unary, Some(body)) {
+            Ok((call, peer)) => ReplyFuture {
+                call: Ok(self.handle(call)),
+                peer: Some(peer),
+            },
+            Err(e) => ReplyFuture {
+                call: Err(Some(e)),
+                peer: None,
+            },
+        }
+    }
+
+    /// A server-streaming call: the responses as a stream.
+    ///
+    /// # Errors
+    /// As [`CallBuilder::unary`], at start; later failures as the stream's last item.
+    pub fn server_streaming(self, body: &[u8]) -> Result<ResponseStream, RpcError> {
+        let (call, _) = self.start(Shape::ServerStreaming, Some(body))?;
+        Ok(ResponseStream {
+            call: self.handle(call),
+        })
+    }
+
+    /// A client-streaming call: send requests, close, await the response.
+    ///
+    /// # Errors
+    /// As [`CallBuilder::unary`], at start.
+    pub fn client_streaming(self) -> Result<(RequestSink, ReplyFuture), RpcError> {
+        let (call, peer) = self.start(Shape::ClientStreaming, None)?;
+        Ok((
+            RequestSink {
+                shared: self.endpoint.shared.clone(),
+                call,
+                closed: false,
+            },
+            ReplyFuture {
+                call: Ok(self.handle(call)),
+                peer: Some(peer),
+            },
+        ))
+    }
+
+    /// A duplex call: a request sink and a response stream.
+    ///
+    /// # Errors
+    /// As [`CallBuilder::unary`], at start.
+    pub fn duplex(self) -> Result<(RequestSink, ResponseStream), RpcError> {
+        let (call, _) = self.start(Shape::Duplex, None)?;
+        Ok((
+            RequestSink {
+                shared: self.endpoint.shared.clone(),
+                call,
+                closed: false,
+            },
+            ResponseStream {
+                call: self.handle(call),
+            },
+        ))
+    }
+}
+
+fn stopped_error() -> RpcError {
+    RpcError::Transport(TransportError::SessionEnded(
+        DisconnectReason::LocallyClosed {
+            code: CLOSE_SHUTDOWN,
+        },
+    ))
+}
+
+/// The caller's side of a live call; cancels it when dropped unresolved.
+struct ActiveCall {
+    shared: Arc<Shared>,
+    call: CallId,
+    done: bool,
+}
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        let mut inner = self.shared.lock();
+        if !self.done {
+            let now = self.shared.now();
+            if let Ok(mut c) = inner.node.rpc_call(self.call) {
+                let _ = c.cancel(now);
+            }
+            inner.wake_driver();
+        }
+        inner.calls.remove(&self.call);
+    }
+}
+
+/// The response of a unary or client-streaming call. Dropping it unresolved cancels the
+/// call.
+#[must_use = "dropping the future cancels the call"]
+pub struct ReplyFuture {
+    call: Result<ActiveCall, Option<RpcError>>,
+    peer: Option<NodeId>,
+}
+
+impl ReplyFuture {
+    /// The peer the call went to (the chosen provider, for calls by service).
+    #[must_use]
+    pub fn peer(&self) -> Option<NodeId> {
+        self.peer
+    }
+}
+
+impl Future for ReplyFuture {
+    type Output = Result<Vec<u8>, RpcError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let call = match &mut this.call {
+            Err(e) => return Poll::Ready(Err(e.take().unwrap_or(RpcError::Cancelled))),
+            Ok(c) => c,
+        };
+        if call.done {
+            return Poll::Ready(Err(RpcError::Cancelled));
+        }
+        let mut inner = call.shared.lock();
+        let stopped = inner.stopped.is_some();
+        let Some(slot) = inner.calls.get_mut(&call.call) else {
+            call.done = true;
+            return Poll::Ready(Err(stopped_error()));
+        };
+        if let Some(r) = slot.reply.take() {
+            call.done = true;
+            return Poll::Ready(r);
+        }
+        if stopped {
+            call.done = true;
+            return Poll::Ready(Err(stopped_error()));
+        }
+        slot.recv_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// The responses of a server-streaming or duplex call. Ends with `None` after the server
+/// finished with status 0, or yields the error that ended it first. Dropping it before
+/// the end cancels the call.
+pub struct ResponseStream {
+    call: ActiveCall,
+}
+
+impl ResponseStream {
+    /// The next response; `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<Vec<u8>, RpcError>> {
+        core::future::poll_fn(|cx| self.poll_item(cx)).await
+    }
+
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Vec<u8>, RpcError>>> {
+        let call = &mut self.call;
+        if call.done {
+            return Poll::Ready(None);
+        }
+        let mut inner = call.shared.lock();
+        let stopped = inner.stopped.is_some();
+        let Some(slot) = inner.calls.get_mut(&call.call) else {
+            call.done = true;
+            return Poll::Ready(Some(Err(stopped_error())));
+        };
+        if let Some(m) = slot.messages.pop_front() {
+            return Poll::Ready(Some(Ok(m)));
+        }
+        if let Some(r) = slot.ended.take() {
+            call.done = true;
+            return Poll::Ready(r.err().map(Err));
+        }
+        if stopped {
+            call.done = true;
+            return Poll::Ready(Some(Err(stopped_error())));
+        }
+        slot.recv_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl futures_core::Stream for ResponseStream {
+    type Item = Result<Vec<u8>, RpcError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_item(cx)
+    }
+}
+
+/// The request direction of a client-streaming or duplex call. Dropping it closes the
+/// direction (the server sees the end of the requests).
+pub struct RequestSink {
+    shared: Arc<Shared>,
+    call: CallId,
+    closed: bool,
+}
+
+impl RequestSink {
+    /// Sends one request, waiting for the server's credit.
+    ///
+    /// # Errors
+    /// The call ended, or the message is too large.
+    pub async fn send(&mut self, msg: &[u8]) -> Result<(), RpcError> {
+        send_on(&self.shared, self.call, msg).await
+    }
+
+    /// No more requests.
+    pub fn close(mut self) {
+        self.close_now();
+    }
+
+    fn close_now(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let mut inner = self.shared.lock();
+        let now = self.shared.now();
+        if let Ok(mut c) = inner.node.rpc_call(self.call) {
+            let _ = c.close_send(now);
+        }
+        inner.wake_driver();
+    }
+}
+
+impl Drop for RequestSink {
+    fn drop(&mut self) {
+        self.close_now();
+    }
+}

@@ -1,0 +1,488 @@
+//! The state the drive loop and every handle share: the core's [`Node`] and, beside it, what
+//! the handles wait on (wakers, queued datagrams, call results).
+//!
+//! One mutex guards it all; nobody holds it across an `.await`. The drive loop feeds the node
+//! and hands each event to the slot that waits for it ([`Inner::dispatch`]); a handle locks,
+//! calls the node, registers its waker if it must wait, and wakes the drive loop so that what
+//! it queued is sent. Because both sides take the same lock, a waker registered after a
+//! `WouldBlock` cannot miss the event that ends the wait.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+
+use proto_core::replication::{LogEvent, LogId};
+use proto_core::rpc::{AbortReason, CallId, RpcError, RpcEvent};
+use proto_core::{
+    DisconnectReason, Event, Instant, Mode, Node, NodeId, PublicIdentity, ResetOrigin, SessionId,
+    StreamEvent, StreamId,
+};
+
+use crate::runtime::Runtime;
+use crate::server::Handler;
+
+/// Adds `w` to `list` unless a waker that wakes the same task is there already.
+pub(crate) fn register(list: &mut Vec<Waker>, w: &Waker) {
+    if !list.iter().any(|x| x.will_wake(w)) {
+        list.push(w.clone());
+    }
+}
+
+/// What the drive loop and the handles share.
+pub(crate) struct Shared {
+    pub(crate) inner: Mutex<Inner>,
+    pub(crate) runtime: Arc<dyn Runtime>,
+}
+
+impl Shared {
+    /// Locks the state. A panic in another holder leaves the node as that holder left it;
+    /// every node call is atomic, so carrying on is sound.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn now(&self) -> Instant {
+        self.runtime.now()
+    }
+}
+
+/// A session as the handles know it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PeerInfo {
+    pub(crate) peer: NodeId,
+    pub(crate) identity: PublicIdentity,
+    pub(crate) static_key: [u8; 32],
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) initiator: bool,
+}
+
+/// What a session's handles wait on.
+#[derive(Default)]
+pub(crate) struct SessionSlot {
+    pub(crate) info: Option<PeerInfo>,
+    pub(crate) datagrams: VecDeque<Vec<u8>>,
+    pub(crate) datagram_waker: Option<Waker>,
+    pub(crate) incoming_streams: VecDeque<(StreamId, Mode)>,
+    pub(crate) stream_waker: Option<Waker>,
+    pub(crate) ended: Option<DisconnectReason>,
+    pub(crate) closed_wakers: Vec<Waker>,
+    /// A `connect` waits for this session.
+    pub(crate) connect_waker: Option<Waker>,
+}
+
+/// What one stream's handle waits on.
+#[derive(Default)]
+pub(crate) struct StreamSlot {
+    pub(crate) read_waker: Option<Waker>,
+    pub(crate) write_waker: Option<Waker>,
+    pub(crate) finish_waker: Option<Waker>,
+    pub(crate) fin_received: bool,
+    pub(crate) acknowledged: bool,
+    pub(crate) reset: Option<(ResetOrigin, u16, bool)>,
+    pub(crate) closed: bool,
+}
+
+impl StreamSlot {
+    pub(crate) fn wake_all(&mut self) {
+        for w in [
+            self.read_waker.take(),
+            self.write_waker.take(),
+            self.finish_waker.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            w.wake();
+        }
+    }
+}
+
+/// What one call's handles (either side) wait on.
+#[derive(Default)]
+pub(crate) struct CallSlot {
+    pub(crate) messages: VecDeque<Vec<u8>>,
+    pub(crate) input_done: bool,
+    pub(crate) reply: Option<Result<Vec<u8>, RpcError>>,
+    pub(crate) ended: Option<Result<(), RpcError>>,
+    pub(crate) aborted: Option<AbortReason>,
+    pub(crate) recv_waker: Option<Waker>,
+    pub(crate) send_waker: Option<Waker>,
+    pub(crate) abort_waker: Option<Waker>,
+}
+
+impl CallSlot {
+    pub(crate) fn wake_all(&mut self) {
+        for w in [
+            self.recv_waker.take(),
+            self.send_waker.take(),
+            self.abort_waker.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            w.wake();
+        }
+    }
+}
+
+/// What one replicated log's handles wait on.
+#[derive(Default)]
+pub(crate) struct LogSlot {
+    /// Appends waiting for their outcome: `true` acknowledged, `false` abandoned.
+    pub(crate) outcomes: BTreeMap<u64, Option<bool>>,
+    pub(crate) append_wakers: BTreeMap<u64, Waker>,
+    pub(crate) committed: u64,
+    pub(crate) tail_wakers: Vec<Waker>,
+    pub(crate) role_wakers: Vec<Waker>,
+    pub(crate) role_changes: u64,
+    /// Syncs a store answered `Later` to: `(ticket, upto)`.
+    pub(crate) persist_requests: VecDeque<(u64, u64)>,
+}
+
+/// Bounds of the handle-side queues, from [`crate::EndpointConfig`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub(crate) datagrams: usize,
+    pub(crate) accept: usize,
+}
+
+/// Counters of what the handle layer dropped because a queue was full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverStats {
+    /// Received datagrams dropped because a connection's datagram queue was full.
+    pub datagrams_dropped: u64,
+    /// Incoming sessions refused because the accept queue was full (they are closed).
+    pub accepts_dropped: u64,
+    /// Datagrams the socket refused with an error other than `WouldBlock`.
+    pub send_errors: u64,
+    /// Receive errors skipped (ICMP reports of earlier datagrams, mostly).
+    pub recv_errors: u64,
+    /// Wake-ups of the drive loop.
+    pub wakeups: u64,
+    /// Wake-ups that used their whole budget and yielded with work left.
+    pub budget_exhausted: u64,
+    /// Handler tasks started for incoming calls.
+    pub handlers_started: u64,
+    /// Handler tasks still running.
+    pub handlers_running: u64,
+}
+
+/// The node and the handle slots, under one lock.
+pub(crate) struct Inner {
+    pub(crate) node: Node,
+    pub(crate) bounds: Bounds,
+    pub(crate) driver_waker: Option<Waker>,
+    pub(crate) sessions: BTreeMap<SessionId, SessionSlot>,
+    pub(crate) streams: BTreeMap<(SessionId, StreamId), StreamSlot>,
+    pub(crate) calls: BTreeMap<CallId, CallSlot>,
+    pub(crate) logs: BTreeMap<LogId, LogSlot>,
+    pub(crate) incoming: VecDeque<SessionId>,
+    pub(crate) accept_waker: Option<Waker>,
+    pub(crate) handlers: BTreeMap<String, Handler>,
+    /// Incoming calls whose handler the drive loop starts once it has released the lock.
+    pub(crate) to_spawn: Vec<(Handler, proto_core::rpc::Incoming)>,
+    pub(crate) services_changed: u64,
+    pub(crate) services_wakers: Vec<Waker>,
+    pub(crate) stats: DriverStats,
+    /// `shutdown` started: no new sessions are accepted.
+    pub(crate) closing: bool,
+    /// The drive loop has stopped (shutdown finished or the socket failed).
+    pub(crate) stopped: Option<String>,
+    pub(crate) stopped_wakers: Vec<Waker>,
+    pub(crate) shutdown: Option<crate::endpoint::ShutdownState>,
+}
+
+impl Inner {
+    pub(crate) fn new(node: Node, bounds: Bounds) -> Inner {
+        Inner {
+            node,
+            bounds,
+            driver_waker: None,
+            sessions: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            logs: BTreeMap::new(),
+            incoming: VecDeque::new(),
+            accept_waker: None,
+            handlers: BTreeMap::new(),
+            to_spawn: Vec::new(),
+            services_changed: 0,
+            services_wakers: Vec::new(),
+            stats: DriverStats::default(),
+            closing: false,
+            stopped: None,
+            stopped_wakers: Vec::new(),
+            shutdown: None,
+        }
+    }
+
+    /// Wakes the drive loop: a handle queued output or changed a deadline.
+    pub(crate) fn wake_driver(&mut self) {
+        if let Some(w) = &self.driver_waker {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Hands every queued event of the node to the slot that waits for it.
+    pub(crate) fn dispatch_all(&mut self, now: Instant) {
+        while let Some(ev) = self.node.poll_event() {
+            self.dispatch(now, ev);
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, ev: Event) {
+        match ev {
+            Event::Connected {
+                session,
+                peer,
+                identity,
+                static_key,
+                addr,
+                initiator,
+            } => {
+                tracing::debug!(%session, ?peer, %addr, initiator, "session established");
+                let slot = self.sessions.entry(session).or_default();
+                slot.info = Some(PeerInfo {
+                    peer,
+                    identity,
+                    static_key,
+                    addr,
+                    initiator,
+                });
+                if let Some(w) = slot.connect_waker.take() {
+                    w.wake();
+                } else if !initiator {
+                    if self.closing || self.incoming.len() >= self.bounds.accept {
+                        self.stats.accepts_dropped += 1;
+                        let _ = self.node.close(now, session, crate::CLOSE_REFUSED);
+                    } else {
+                        self.incoming.push_back(session);
+                        if let Some(w) = self.accept_waker.take() {
+                            w.wake();
+                        }
+                    }
+                }
+            }
+            Event::Datagram { session, data, .. } => {
+                let cap = self.bounds.datagrams;
+                let slot = self.sessions.entry(session).or_default();
+                if slot.datagrams.len() >= cap {
+                    self.stats.datagrams_dropped += 1;
+                } else {
+                    slot.datagrams.push_back(data);
+                    if let Some(w) = slot.datagram_waker.take() {
+                        w.wake();
+                    }
+                }
+            }
+            Event::Stream {
+                session,
+                stream,
+                event,
+            } => self.on_stream(session, stream, event),
+            Event::Rpc(e) => self.on_rpc(now, e),
+            Event::Log(e) => self.on_log(e),
+            Event::Disconnected {
+                session, reason, ..
+            } => {
+                tracing::debug!(%session, %reason, "session ended");
+                let slot = self.sessions.entry(session).or_default();
+                slot.ended = Some(reason);
+                for w in [
+                    slot.connect_waker.take(),
+                    slot.datagram_waker.take(),
+                    slot.stream_waker.take(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    w.wake();
+                }
+                for w in slot.closed_wakers.drain(..) {
+                    w.wake();
+                }
+                for ((_, _), s) in self
+                    .streams
+                    .range_mut((session, StreamId(0))..=(session, StreamId(u32::MAX)))
+                {
+                    if !s.closed && s.reset.is_none() {
+                        s.reset = Some((ResetOrigin::Application, 0, true));
+                    }
+                    s.wake_all();
+                }
+                self.incoming.retain(|s| *s != session);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_stream(&mut self, session: SessionId, stream: StreamId, event: StreamEvent) {
+        if let StreamEvent::Opened { mode } = event {
+            let s = self.sessions.entry(session).or_default();
+            s.incoming_streams.push_back((stream, mode));
+            if let Some(w) = s.stream_waker.take() {
+                w.wake();
+            }
+            self.streams.entry((session, stream)).or_default();
+            return;
+        }
+        let Some(slot) = self.streams.get_mut(&(session, stream)) else {
+            return;
+        };
+        match event {
+            StreamEvent::Readable => {
+                if let Some(w) = slot.read_waker.take() {
+                    w.wake();
+                }
+            }
+            StreamEvent::Writable => {
+                if let Some(w) = slot.write_waker.take() {
+                    w.wake();
+                }
+            }
+            StreamEvent::Finished => {
+                slot.fin_received = true;
+                if let Some(w) = slot.read_waker.take() {
+                    w.wake();
+                }
+            }
+            StreamEvent::Acknowledged => {
+                slot.acknowledged = true;
+                if let Some(w) = slot.finish_waker.take() {
+                    w.wake();
+                }
+            }
+            StreamEvent::Reset {
+                origin,
+                code,
+                remote,
+            } => {
+                slot.reset = Some((origin, code, remote));
+                slot.wake_all();
+            }
+            StreamEvent::Closed => {
+                slot.closed = true;
+                slot.fin_received = true;
+                slot.acknowledged = true;
+                slot.wake_all();
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rpc(&mut self, now: Instant, e: RpcEvent) {
+        match e {
+            RpcEvent::Request(incoming) => {
+                let handler = self.handlers.get(&*incoming.service).cloned();
+                self.calls.entry(incoming.call).or_default();
+                match handler {
+                    Some(h) => self.to_spawn.push((h, *incoming)),
+                    None => {
+                        // Served by the node but no longer by a handler (unserved in flight).
+                        if let Ok(mut c) = self.node.rpc_call(incoming.call) {
+                            let _ = c.finish(
+                                now,
+                                proto_core::rpc::status::UNKNOWN_SERVICE,
+                                "no handler serves this service",
+                            );
+                        }
+                        self.calls.remove(&incoming.call);
+                    }
+                }
+            }
+            RpcEvent::Message { call, data } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.messages.push_back(data);
+                    if let Some(w) = c.recv_waker.take() {
+                        w.wake();
+                    }
+                }
+            }
+            RpcEvent::RequestsDone { call } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.input_done = true;
+                    if let Some(w) = c.recv_waker.take() {
+                        w.wake();
+                    }
+                }
+            }
+            RpcEvent::Reply { call, result } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.reply = Some(result);
+                    c.wake_all();
+                }
+            }
+            RpcEvent::Ended { call, result } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.ended = Some(result);
+                    c.wake_all();
+                }
+            }
+            RpcEvent::Writable { call } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    if let Some(w) = c.send_waker.take() {
+                        w.wake();
+                    }
+                }
+            }
+            RpcEvent::Aborted { call, reason } => {
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.aborted = Some(reason);
+                    c.wake_all();
+                }
+            }
+            RpcEvent::ServicesChanged { .. } => {
+                self.services_changed += 1;
+                for w in self.services_wakers.drain(..) {
+                    w.wake();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_log(&mut self, e: LogEvent) {
+        match e {
+            LogEvent::Acked { log, seq } | LogEvent::Abandoned { log, seq } => {
+                let acked = matches!(e, LogEvent::Acked { .. });
+                if let Some(l) = self.logs.get_mut(&log) {
+                    if let Some(o) = l.outcomes.get_mut(&seq) {
+                        *o = Some(acked);
+                    }
+                    if let Some(w) = l.append_wakers.remove(&seq) {
+                        w.wake();
+                    }
+                }
+            }
+            LogEvent::Committed { log, upto } => {
+                if let Some(l) = self.logs.get_mut(&log) {
+                    l.committed = l.committed.max(upto);
+                    for w in l.tail_wakers.drain(..) {
+                        w.wake();
+                    }
+                }
+            }
+            LogEvent::Role { log, .. } => {
+                if let Some(l) = self.logs.get_mut(&log) {
+                    l.role_changes += 1;
+                    for w in l.role_wakers.drain(..) {
+                        w.wake();
+                    }
+                }
+            }
+            LogEvent::PersistRequested { log, ticket, upto } => {
+                // A store that syncs later: its owner does the sync and reports it.
+                if let Some(l) = self.logs.get_mut(&log) {
+                    l.persist_requests.push_back((ticket, upto));
+                    for w in l.role_wakers.drain(..) {
+                        w.wake();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! End to end on 127.0.0.1 with tokio: handshakes, datagrams, streams with large transfers,
+//! the four nRPC shapes, cancellation by drop and by token, deadlines, and a graceful
+//! shutdown that leaves no task behind.
+
+use std::time::Duration;
+
+use io_tokio::proto_core::rpc::RpcError;
+use io_tokio::proto_core::{DisconnectReason, Seed};
+use io_tokio::{
+    Endpoint, EndpointConfig, Identity, Mode, PeerSpec, Requests, Responses, Service, Status,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn endpoint(n: u8) -> Endpoint {
+    let config = EndpointConfig::new(io_tokio::default_config(Seed::from_u64(u64::from(n))));
+    Endpoint::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        Identity::from_secret_bytes([n; 32]),
+        config,
+    )
+    .expect("bind")
+}
+
+async fn pair() -> (
+    Endpoint,
+    Endpoint,
+    io_tokio::Connection,
+    io_tokio::Connection,
+) {
+    let a = endpoint(1);
+    let b = endpoint(2);
+    let conn = a
+        .connect(b.local_addr(), b.peer_spec())
+        .await
+        .expect("connect");
+    let accepted = b.accept().await.expect("accept");
+    assert_eq!(conn.peer(), b.node_id());
+    assert_eq!(accepted.peer(), a.node_id());
+    (a, b, conn, accepted)
+}
+
+fn demo_service() -> Service {
+    Service::new("demo")
+        .unary(
+            "upper",
+            |req| async move { Ok(req.body.to_ascii_uppercase()) },
+        )
+        .unary("fail", |_req| async move {
+            Err::<Vec<u8>, _>(Status::application(7, "refused on purpose"))
+        })
+        .unary("hang", |_req| async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(Vec::new())
+        })
+        .server_streaming("count", |req, mut tx: Responses| async move {
+            let n: u32 = std::str::from_utf8(&req.body)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Status::application(1, "not a number"))?;
+            for i in 0..n {
+                tx.send(i.to_string().as_bytes())
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?;
+            }
+            Ok(())
+        })
+        .client_streaming("sum", |_req, mut rx: Requests| async move {
+            let mut total = 0u64;
+            while let Some(m) = rx.next().await {
+                let m = m.map_err(|e| Status::internal(e.to_string()))?;
+                total += m.iter().map(|&b| u64::from(b)).sum::<u64>();
+            }
+            Ok(total.to_string().into_bytes())
+        })
+        .duplex(
+            "echo",
+            |_req, mut rx: Requests, mut tx: Responses| async move {
+                while let Some(m) = rx.next().await {
+                    let m = m.map_err(|e| Status::internal(e.to_string()))?;
+                    tx.send(&m)
+                        .await
+                        .map_err(|e| Status::internal(e.to_string()))?;
+                }
+                Ok(())
+            },
+        )
+}
+
+#[tokio::test]
+async fn handshake_and_datagrams() {
+    let (a, b, conn, accepted) = pair().await;
+    conn.send_datagram(b"ping").expect("send");
+    assert_eq!(accepted.recv_datagram().await.expect("recv"), b"ping");
+    accepted.send_datagram(b"pong").expect("send");
+    assert_eq!(conn.recv_datagram().await.expect("recv"), b"pong");
+    // A second connection to the same peer by IK, from the spec the first one learned.
+    assert_eq!(conn.peer_spec(), b.peer_spec());
+    conn.close(9);
+    assert_eq!(
+        accepted.closed().await,
+        DisconnectReason::ClosedByPeer { code: 9 }
+    );
+    assert!(accepted.send_datagram(b"late").is_err());
+    a.shutdown(0, Duration::from_millis(100)).await;
+    b.shutdown(0, Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn a_connect_to_nobody_fails_with_a_clear_reason() {
+    let mut core = io_tokio::default_config(Seed::from_u64(5));
+    core.handshake_retry_initial = Duration::from_millis(50);
+    core.handshake_timeout = Duration::from_millis(400);
+    let a = Endpoint::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        Identity::from_secret_bytes([5; 32]),
+        EndpointConfig::new(core),
+    )
+    .expect("bind");
+    // A bound socket that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let err = a
+        .connect(silent.local_addr().expect("addr"), PeerSpec::any())
+        .await
+        .expect_err("nobody answers");
+    let text = err.to_string();
+    assert!(text.contains("did not answer"), "{text}");
+}
+
+#[tokio::test]
+async fn binding_a_port_in_use_says_so() {
+    let a = endpoint(3);
+    let err = Endpoint::bind(
+        a.local_addr(),
+        Identity::from_secret_bytes([4; 32]),
+        EndpointConfig::new(io_tokio::default_config(Seed::from_u64(4))),
+    )
+    .expect_err("in use");
+    assert!(err.to_string().contains("in use"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_ordered_transfer_arrives_intact() {
+    let (a, b, conn, accepted) = pair().await;
+    const LEN: usize = 16 << 20;
+    let data: Vec<u8> = (0..LEN).map(|i| (i * 31 % 251) as u8).collect();
+    let expected = data.clone();
+    let reader = tokio::spawn(async move {
+        let mut s = accepted.accept_stream().await.expect("stream");
+        let mut got = Vec::with_capacity(LEN);
+        s.read_to_end(&mut got).await.expect("read");
+        got
+    });
+    let mut s = conn.open_stream(Mode::Ordered).expect("open");
+    s.write_all(&data).await.expect("write");
+    s.shutdown().await.expect("finish acknowledged");
+    let got = reader.await.expect("join");
+    assert_eq!(got.len(), expected.len());
+    assert!(got == expected, "bytes differ");
+    a.shutdown(0, Duration::from_millis(200)).await;
+    b.shutdown(0, Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn message_streams_keep_boundaries_and_lose_nothing() {
+    let (_a, _b, conn, accepted) = pair().await;
+    let mut s = conn.open_stream(Mode::Unordered).expect("open");
+    for i in 0..100u32 {
+        s.send_message(&i.to_be_bytes()).await.expect("send");
+    }
+    s.finish().await.expect("finish");
+    let mut r = accepted.accept_stream().await.expect("accept");
+    let mut got = std::collections::BTreeSet::new();
+    while let Some(m) = r.recv_message().await.expect("recv") {
+        let m: [u8; 4] = m.as_slice().try_into().expect("a whole 4-byte message");
+        assert!(got.insert(u32::from_be_bytes(m)), "a message came twice");
+    }
+    assert_eq!(got, (0..100).collect());
+}
+
+#[tokio::test]
+async fn all_four_rpc_shapes() {
+    let (a, b, _conn, _accepted) = pair().await;
+    b.serve(demo_service()).expect("serve");
+    let providers = a.wait_for_service("demo").await;
+    assert_eq!(providers, vec![b.node_id()]);
+
+    let reply = a
+        .call("demo", "upper")
+        .unary(b"hello")
+        .await
+        .expect("unary");
+    assert_eq!(reply, b"HELLO");
+
+    match a.call("demo", "fail").peer(b.node_id()).unary(b"").await {
+        Err(RpcError::ServerError { status, message }) => {
+            assert_eq!(status, 0x8007);
+            assert_eq!(message, "refused on purpose");
+        }
+        other => panic!("expected a server error, got {other:?}"),
+    }
+
+    let mut rs = a
+        .call("demo", "count")
+        .server_streaming(b"50")
+        .expect("start");
+    let mut n = 0;
+    while let Some(m) = rs.next().await {
+        assert_eq!(m.expect("message"), n.to_string().as_bytes());
+        n += 1;
+    }
+    assert_eq!(n, 50);
+
+    let (mut sink, reply) = a.call("demo", "sum").client_streaming().expect("start");
+    for _ in 0..40 {
+        sink.send(&[1, 2, 3]).await.expect("send");
+    }
+    sink.close();
+    assert_eq!(reply.await.expect("sum"), b"240");
+
+    let (mut sink, mut rs) = a.call("demo", "echo").duplex().expect("start");
+    for i in 0..20u8 {
+        sink.send(&[i; 10]).await.expect("send");
+        assert_eq!(rs.next().await.expect("item").expect("ok"), vec![i; 10]);
+    }
+    sink.close();
+    assert!(rs.next().await.is_none());
+}
+
+#[tokio::test]
+async fn dropping_a_call_cancels_it_at_the_server() {
+    let (a, b, _conn, _accepted) = pair().await;
+    b.serve(demo_service()).expect("serve");
+    a.wait_for_service("demo").await;
+    let call = a.call("demo", "hang").unary(b"");
+    // Let the request reach the server and its handler start.
+    let started = tokio::time::timeout(Duration::from_millis(200), call).await;
+    assert!(started.is_err(), "the hanging call cannot finish");
+    wait_until(|| b.driver_stats().handlers_started == 1).await;
+    // The timeout dropped the call future: CANCEL went out, the handler task is dropped.
+    wait_until(|| b.driver_stats().handlers_running == 0).await;
+    assert_eq!(b.with_node(|n, _| n.rpc_stats()).cancels_received, 1);
+}
+
+#[tokio::test]
+async fn a_cancel_token_and_a_deadline_end_calls() {
+    let (a, b, _conn, _accepted) = pair().await;
+    b.serve(demo_service()).expect("serve");
+    a.wait_for_service("demo").await;
+    let token = a.cancel_token().expect("token");
+    let call = a.call("demo", "hang").cancel_with(&token).unary(b"");
+    let t2 = token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        t2.cancel();
+    });
+    assert_eq!(call.await, Err(RpcError::Cancelled));
+    let r = a
+        .call("demo", "hang")
+        .deadline(Duration::from_millis(100))
+        .unary(b"")
+        .await;
+    assert_eq!(r, Err(RpcError::Timeout));
+    wait_until(|| b.driver_stats().handlers_running == 0).await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_peers_and_stops_every_task() {
+    let (a, b, conn, accepted) = pair().await;
+    b.serve(demo_service()).expect("serve");
+    a.wait_for_service("demo").await;
+    // A stream in flight when the shutdown starts is drained first.
+    let mut s = conn.open_stream(Mode::Ordered).expect("open");
+    s.write_all(&[7u8; 200_000]).await.expect("write");
+    let mut tail = Vec::new();
+    let reader = tokio::spawn(async move {
+        let mut r = accepted.accept_stream().await.expect("stream");
+        r.read_to_end(&mut tail).await.expect("read");
+        (tail.len(), accepted)
+    });
+    s.shutdown().await.expect("finish");
+    a.shutdown(42, Duration::from_secs(2)).await;
+    let (len, accepted) = reader.await.expect("join");
+    assert_eq!(len, 200_000);
+    assert_eq!(
+        accepted.closed().await,
+        DisconnectReason::ClosedByPeer { code: 42 }
+    );
+    assert!(a.accept().await.is_none());
+    assert_eq!(a.stopped().await, "shut down");
+    assert!(a.call("demo", "upper").unary(b"x").await.is_err());
+    b.shutdown(0, Duration::from_millis(100)).await;
+    assert_eq!(b.driver_stats().handlers_running, 0);
+}
+
+async fn wait_until(mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached in 5 s");
+}
