@@ -1,13 +1,27 @@
-//! Driver of the Net protocol core on real UDP sockets.
+//! The Net protocol core on smol: real UDP sockets and timers from `async-io` under the async
+//! API of [`io_async`].
 //!
-//! The async API, the socket batching and the drive loop are the subject of their own issue.
-//! What is fixed already: drivers run the core with the fast [`AwsLc`] crypto provider, which
-//! [`default_config`] selects.
+//! Because it only needs `async-io`'s reactor, it runs under any executor that can run
+//! `async-io` futures: smol's own, `async-executor`, or async-std's (which is built on the
+//! same reactor). [`SmolRuntime::with_spawner`] picks the executor the drive loop and the
+//! RPC handlers are spawned on. [`Stream`] implements futures-io's `AsyncRead` and
+//! `AsyncWrite`.
 
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use async_io::{Async, Timer};
 use proto_core::crypto::AwsLc;
-use proto_core::{Config, Seed};
+use proto_core::{Config, Instant, Seed};
+
+pub use io_async::*;
+pub use proto_core::{Identity, Mode, NodeId, PeerSpec};
 
 /// The configuration drivers start from: the core's defaults with the aws-lc provider.
 #[must_use]
@@ -15,14 +29,183 @@ pub fn default_config(seed: Seed) -> Config {
     Config::new(seed).with_provider(Arc::new(AwsLc))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Socket buffer size asked of the kernel for each direction.
+pub const SOCKET_BUFFER: usize = 4 << 20;
 
-    #[test]
-    fn drivers_default_to_the_fast_provider() {
-        let c = default_config(Seed::from_u64(1));
-        assert_eq!(c.provider.name(), "aws-lc");
-        assert!(c.validate().is_ok());
+type Spawner = Arc<dyn Fn(Task) + Send + Sync>;
+
+/// [`Runtime`] over async-io: `std::time::Instant` as the clock, async-io timers and sockets,
+/// and a spawner (smol's global executor unless told otherwise).
+#[derive(Clone)]
+pub struct SmolRuntime {
+    origin: std::time::Instant,
+    spawner: Spawner,
+}
+
+impl fmt::Debug for SmolRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmolRuntime").finish_non_exhaustive()
+    }
+}
+
+impl Default for SmolRuntime {
+    fn default() -> SmolRuntime {
+        SmolRuntime::new()
+    }
+}
+
+impl SmolRuntime {
+    /// Tasks go to smol's global executor.
+    #[must_use]
+    pub fn new() -> SmolRuntime {
+        SmolRuntime::with_spawner(|t| smol::spawn(t).detach())
+    }
+
+    /// Tasks go to `spawn` (for example `|t| { async_std::task::spawn(t); }`).
+    #[must_use]
+    pub fn with_spawner(spawn: impl Fn(Task) + Send + Sync + 'static) -> SmolRuntime {
+        SmolRuntime {
+            origin: std::time::Instant::now(),
+            spawner: Arc::new(spawn),
+        }
+    }
+
+    fn to_std(&self, at: Instant) -> std::time::Instant {
+        self.origin + Duration::from_nanos(at.as_nanos())
+    }
+}
+
+impl Runtime for SmolRuntime {
+    fn now(&self) -> Instant {
+        let nanos = self.origin.elapsed().as_nanos();
+        Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    fn new_timer(&self, at: Instant) -> Pin<Box<dyn AsyncTimer>> {
+        Box::pin(SmolTimer {
+            timer: Timer::at(self.to_std(at)),
+            origin: self.origin,
+        })
+    }
+
+    fn spawn(&self, task: Task) {
+        (self.spawner)(task);
+    }
+
+    fn bind(&self, addr: SocketAddr) -> io::Result<Box<dyn AsyncUdpSocket>> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        // Larger buffers are an optimisation; a kernel that refuses them still works.
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        socket.bind(&addr.into())?;
+        let std: std::net::UdpSocket = socket.into();
+        Ok(Box::new(SmolUdp(Async::new(std)?)))
+    }
+}
+
+#[derive(Debug)]
+struct SmolTimer {
+    timer: Timer,
+    origin: std::time::Instant,
+}
+
+impl AsyncTimer for SmolTimer {
+    fn reset(self: Pin<&mut Self>, at: Instant) {
+        let this = self.get_mut();
+        this.timer
+            .set_at(this.origin + Duration::from_nanos(at.as_nanos()));
+    }
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.get_mut().timer).poll(cx).map(|_| ())
+    }
+}
+
+#[derive(Debug)]
+struct SmolUdp(Async<std::net::UdpSocket>);
+
+impl AsyncUdpSocket for SmolUdp {
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        loop {
+            match self.0.get_ref().recv_from(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            }
+            match self.0.poll_readable(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<io::Result<()>> {
+        loop {
+            match self.0.get_ref().send_to(buf, to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r.map(|_| ())),
+            }
+            match self.0.poll_writable(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+}
+
+/// An [`io_async::Endpoint`] bound on async-io. It dereferences to the shared layer's
+/// endpoint, which has every method.
+#[derive(Clone, Debug)]
+pub struct Endpoint(io_async::Endpoint);
+
+impl Endpoint {
+    /// Binds `addr` with smol's global executor and starts the endpoint's drive loop.
+    ///
+    /// # Errors
+    /// The port is in use or the address is not available ([`BindError::Io`]), or the
+    /// configuration is invalid ([`BindError::Config`]).
+    pub fn bind(
+        addr: SocketAddr,
+        identity: Identity,
+        config: EndpointConfig,
+    ) -> Result<Endpoint, BindError> {
+        Endpoint::bind_on(SmolRuntime::new(), addr, identity, config)
+    }
+
+    /// Binds `addr` on `runtime` (an executor of your choice).
+    ///
+    /// # Errors
+    /// As [`Endpoint::bind`].
+    pub fn bind_on(
+        runtime: SmolRuntime,
+        addr: SocketAddr,
+        identity: Identity,
+        config: EndpointConfig,
+    ) -> Result<Endpoint, BindError> {
+        io_async::Endpoint::bind(Arc::new(runtime), addr, identity, config).map(Endpoint)
+    }
+
+    /// The shared layer's endpoint.
+    #[must_use]
+    pub fn inner(&self) -> &io_async::Endpoint {
+        &self.0
+    }
+}
+
+impl core::ops::Deref for Endpoint {
+    type Target = io_async::Endpoint;
+
+    fn deref(&self) -> &io_async::Endpoint {
+        &self.0
     }
 }
