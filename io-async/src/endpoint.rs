@@ -249,6 +249,29 @@ impl Endpoint {
         self.stopped().await;
     }
 
+    /// Stops the endpoint at once, telling nobody: the drive loop ends and the socket is
+    /// closed, as if the process had died (peers notice by silence). For crash tests; a
+    /// clean stop is [`Endpoint::shutdown`].
+    pub fn abort(&self) {
+        let mut inner = self.shared.lock();
+        inner.stop(String::from("aborted"));
+        inner.wake_driver();
+    }
+
+    /// The runtime's clock, as the core's instant (virtual under io-sim).
+    #[must_use]
+    pub fn now(&self) -> Instant {
+        self.shared.now()
+    }
+
+    /// Sleeps for `d` on the runtime's clock. Application code that sleeps through this
+    /// (rather than its runtime's own timer) runs unchanged on virtual time under io-sim.
+    pub async fn sleep(&self, d: Duration) {
+        let at = self.shared.now().saturating_add(d);
+        let mut timer = self.shared.runtime.new_timer(at);
+        core::future::poll_fn(|cx| timer.as_mut().poll(cx)).await;
+    }
+
     /// Resolves once the drive loop has stopped, with the reason.
     pub async fn stopped(&self) -> String {
         core::future::poll_fn(|cx| {

@@ -26,6 +26,7 @@
 //! control and message credit: nothing arrives that the core did not grant.
 
 mod client;
+pub mod demo;
 mod driver;
 mod endpoint;
 mod error;

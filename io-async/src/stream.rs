@@ -2,9 +2,13 @@
 //! into their `AsyncRead`/`AsyncWrite` traits, and async methods for direct use.
 //!
 //! A stream carries both directions. Ordered streams move bytes (`poll_read`, `poll_write`);
-//! message streams move whole messages (`send_message`, `recv_message`). Dropping a stream
-//! whose sending direction was not finished resets it (code [`RESET_DROPPED`]), as in quinn:
-//! a write that was never finished is not a complete one.
+//! message streams move whole messages (`send_message`, `recv_message`).
+//!
+//! Dropping a stream whose sending direction was not finished: if it wrote nothing and the
+//! peer's direction has ended (a reader that read to the end), its direction is finished
+//! gracefully; otherwise it is reset with code [`RESET_DROPPED`], so the peer learns that a
+//! write was cut short, or that nobody will read what it sends. A stream reset before any of
+//! its bytes reached the peer never appears there at all.
 
 use core::task::{Context, Poll};
 use std::io;
@@ -30,6 +34,7 @@ pub struct Stream {
     id: StreamId,
     mode: Mode,
     finish_sent: bool,
+    wrote: bool,
     done: bool,
 }
 
@@ -72,6 +77,7 @@ impl Stream {
             id,
             mode,
             finish_sent: false,
+            wrote: false,
             done: false,
         }
     }
@@ -162,7 +168,9 @@ impl Stream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        self.attempt(cx, Dir::Write, None, |h| h.write(buf))
+        let r = self.attempt(cx, Dir::Write, None, |h| h.write(buf));
+        self.wrote |= matches!(r, Poll::Ready(Ok(_)));
+        r
     }
 
     /// Finishes the sending direction (once) and resolves when the peer has acknowledged
@@ -254,8 +262,11 @@ impl Stream {
     /// `ConnectionReset` when the stream was reset; `InvalidInput` when the message is larger
     /// than the session's message limit or the stream is an ordered one.
     pub async fn send_message(&mut self, msg: &[u8]) -> io::Result<()> {
-        core::future::poll_fn(|cx| self.attempt(cx, Dir::Write, None, |h| h.send_message(msg)))
-            .await
+        let r =
+            core::future::poll_fn(|cx| self.attempt(cx, Dir::Write, None, |h| h.send_message(msg)))
+                .await;
+        self.wrote |= r.is_ok();
+        r
     }
 
     /// The next message (message streams); `None` at the end of the stream.
@@ -293,13 +304,16 @@ impl Drop for Stream {
         let shared = self.shared.clone();
         let mut inner = shared.lock();
         let key = (self.session, self.id);
-        let finished_cleanly = inner
-            .streams
-            .get(&key)
-            .is_some_and(|s| s.closed || s.reset.is_some());
-        if !self.done && !self.finish_sent && !finished_cleanly {
+        let (over, peer_done) = inner.streams.get(&key).map_or((true, false), |s| {
+            (s.closed || s.reset.is_some(), s.fin_received)
+        });
+        if !self.done && !self.finish_sent && !over {
             let now = shared.now();
-            let _ = self.op(&mut inner, |h| h.reset(now, RESET_DROPPED));
+            if !self.wrote && peer_done {
+                let _ = self.op(&mut inner, |h| h.finish(now));
+            } else {
+                let _ = self.op(&mut inner, |h| h.reset(now, RESET_DROPPED));
+            }
         }
         inner.streams.remove(&key);
     }

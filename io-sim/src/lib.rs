@@ -41,9 +41,12 @@
 //! - [`trace`]: records, the hash, JSON lines.
 //! - [`storage`]: simulated persistence with sync latency, crash loss and torn writes.
 //! - [`shrink`]: reducing a failing fault schedule to a minimal one.
+//! - [`asim`]: async applications (code written against `io_async`) on virtual time: a
+//!   deterministic executor and simulated UDP implementing `io_async::Runtime`.
 //! - [`transfer`], [`rpc`], [`replog`]: workloads with reference checks (a stream transfer;
 //!   nRPC calls of every shape; replicated logs under a Jepsen-style history checker).
 
+pub mod asim;
 pub mod clock;
 pub mod fault;
 pub mod link;

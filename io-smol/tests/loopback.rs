@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use io_smol::proto_core::Seed;
-use io_smol::{
-    Endpoint, EndpointConfig, Identity, Mode, Requests, Responses, Service, SmolRuntime, Status,
-};
+use io_smol::{Endpoint, EndpointConfig, Identity, Mode, SmolRuntime};
 
 fn endpoint(rt: &SmolRuntime, n: u8) -> Endpoint {
     let config = EndpointConfig::new(io_smol::default_config(Seed::from_u64(u64::from(n))));
@@ -19,48 +17,12 @@ fn endpoint(rt: &SmolRuntime, n: u8) -> Endpoint {
     .expect("bind")
 }
 
-fn service() -> Service {
-    Service::new("demo")
-        .unary(
-            "upper",
-            |req| async move { Ok(req.body.to_ascii_uppercase()) },
-        )
-        .server_streaming("count", |req, mut tx: Responses| async move {
-            let n = req.body.first().copied().unwrap_or(0);
-            for i in 0..n {
-                tx.send(&[i])
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?;
-            }
-            Ok(())
-        })
-        .client_streaming("len", |_req, mut rx: Requests| async move {
-            let mut n = 0usize;
-            while let Some(m) = rx.next().await {
-                n += m.map_err(|e| Status::internal(e.to_string()))?.len();
-            }
-            Ok(n.to_string().into_bytes())
-        })
-        .duplex(
-            "echo",
-            |_req, mut rx: Requests, mut tx: Responses| async move {
-                while let Some(m) = rx.next().await {
-                    let m = m.map_err(|e| Status::internal(e.to_string()))?;
-                    tx.send(&m)
-                        .await
-                        .map_err(|e| Status::internal(e.to_string()))?;
-                }
-                Ok(())
-            },
-        )
-}
-
 /// The application code both executors run: a handshake, a 4 MiB stream through
 /// futures-io's traits, the four RPC shapes, and a graceful shutdown.
 async fn scenario(rt: SmolRuntime) {
     let a = endpoint(&rt, 11);
     let b = endpoint(&rt, 12);
-    b.serve(service()).expect("serve");
+    b.serve(io_smol::demo::service()).expect("serve");
     let conn = a
         .connect(b.local_addr(), b.peer_spec())
         .await
@@ -91,19 +53,19 @@ async fn scenario(rt: SmolRuntime) {
     );
     let mut rs = a
         .call("demo", "count")
-        .server_streaming(&[5])
+        .server_streaming(b"5")
         .expect("start");
     let mut items = Vec::new();
     while let Some(m) = rs.next().await {
         items.push(m.expect("item"));
     }
-    assert_eq!(items, (0..5u8).map(|i| vec![i]).collect::<Vec<_>>());
-    let (mut sink, reply) = a.call("demo", "len").client_streaming().expect("start");
+    assert_eq!(items, [b"0", b"1", b"2", b"3", b"4"].map(|b| b.to_vec()));
+    let (mut sink, reply) = a.call("demo", "sum").client_streaming().expect("start");
     for _ in 0..10 {
         sink.send(b"abc").await.expect("send");
     }
     sink.close();
-    assert_eq!(reply.await.expect("reply"), b"30");
+    assert_eq!(reply.await.expect("reply"), b"2940"); // 10 x (97 + 98 + 99)
     let (mut sink, mut rs) = a.call("demo", "echo").duplex().expect("start");
     sink.send(b"one").await.expect("send");
     assert_eq!(rs.next().await.expect("item").expect("ok"), b"one");

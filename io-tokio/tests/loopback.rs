@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use io_tokio::proto_core::rpc::RpcError;
 use io_tokio::proto_core::{DisconnectReason, Seed};
-use io_tokio::{
-    Endpoint, EndpointConfig, Identity, Mode, PeerSpec, Requests, Responses, Service, Status,
-};
+use io_tokio::{Endpoint, EndpointConfig, Identity, Mode, PeerSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn endpoint(n: u8) -> Endpoint {
@@ -39,51 +37,8 @@ async fn pair() -> (
     (a, b, conn, accepted)
 }
 
-fn demo_service() -> Service {
-    Service::new("demo")
-        .unary(
-            "upper",
-            |req| async move { Ok(req.body.to_ascii_uppercase()) },
-        )
-        .unary("fail", |_req| async move {
-            Err::<Vec<u8>, _>(Status::application(7, "refused on purpose"))
-        })
-        .unary("hang", |_req| async move {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok(Vec::new())
-        })
-        .server_streaming("count", |req, mut tx: Responses| async move {
-            let n: u32 = std::str::from_utf8(&req.body)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| Status::application(1, "not a number"))?;
-            for i in 0..n {
-                tx.send(i.to_string().as_bytes())
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?;
-            }
-            Ok(())
-        })
-        .client_streaming("sum", |_req, mut rx: Requests| async move {
-            let mut total = 0u64;
-            while let Some(m) = rx.next().await {
-                let m = m.map_err(|e| Status::internal(e.to_string()))?;
-                total += m.iter().map(|&b| u64::from(b)).sum::<u64>();
-            }
-            Ok(total.to_string().into_bytes())
-        })
-        .duplex(
-            "echo",
-            |_req, mut rx: Requests, mut tx: Responses| async move {
-                while let Some(m) = rx.next().await {
-                    let m = m.map_err(|e| Status::internal(e.to_string()))?;
-                    tx.send(&m)
-                        .await
-                        .map_err(|e| Status::internal(e.to_string()))?;
-                }
-                Ok(())
-            },
-        )
+fn demo_service() -> io_tokio::Service {
+    io_tokio::demo::service()
 }
 
 #[tokio::test]
@@ -231,7 +186,7 @@ async fn dropping_a_call_cancels_it_at_the_server() {
     let (a, b, _conn, _accepted) = pair().await;
     b.serve(demo_service()).expect("serve");
     a.wait_for_service("demo").await;
-    let call = a.call("demo", "hang").unary(b"");
+    let call = a.call("demo", "never").unary(b"");
     // Let the request reach the server and its handler start.
     let started = tokio::time::timeout(Duration::from_millis(200), call).await;
     assert!(started.is_err(), "the hanging call cannot finish");
@@ -247,7 +202,7 @@ async fn a_cancel_token_and_a_deadline_end_calls() {
     b.serve(demo_service()).expect("serve");
     a.wait_for_service("demo").await;
     let token = a.cancel_token().expect("token");
-    let call = a.call("demo", "hang").cancel_with(&token).unary(b"");
+    let call = a.call("demo", "never").cancel_with(&token).unary(b"");
     let t2 = token.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -255,7 +210,7 @@ async fn a_cancel_token_and_a_deadline_end_calls() {
     });
     assert_eq!(call.await, Err(RpcError::Cancelled));
     let r = a
-        .call("demo", "hang")
+        .call("demo", "never")
         .deadline(Duration::from_millis(100))
         .unary(b"")
         .await;
@@ -300,4 +255,34 @@ async fn wait_until(mut f: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("condition not reached in 5 s");
+}
+
+#[tokio::test]
+async fn a_write_dropped_unfinished_resets_but_a_reader_that_read_to_the_end_does_not() {
+    let (_a, _b, conn, accepted) = pair().await;
+    // Cut short: the reader learns it was not a complete write.
+    let mut s = conn.open_stream(Mode::Ordered).expect("open");
+    s.write_all(b"half").await.expect("write");
+    let mut r = accepted.accept_stream().await.expect("stream");
+    let mut buf = [0u8; 4];
+    r.read_exact(&mut buf).await.expect("the first half");
+    drop(s);
+    let mut buf = Vec::new();
+    let err = r.read_to_end(&mut buf).await.expect_err("reset");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    drop(r);
+    // Finished: the reader reads to the end and drops its side, which writes nothing; the
+    // writer's finish is acknowledged, not reset.
+    let mut s = conn.open_stream(Mode::Ordered).expect("open");
+    s.write_all(b"whole").await.expect("write");
+    let mut r = accepted.accept_stream().await.expect("stream");
+    let mut buf = Vec::new();
+    let finish = s.shutdown();
+    let read = async {
+        r.read_to_end(&mut buf).await.expect("read");
+        drop(r);
+    };
+    let (finished, ()) = tokio::join!(finish, read);
+    finished.expect("acknowledged");
+    assert_eq!(buf, b"whole");
 }

@@ -6,6 +6,8 @@
 //! transmits and events, sleep to the next deadline. The full simulator is `io-sim`; this is
 //! the small harness the session-layer tests need.
 
+pub mod app;
+
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;

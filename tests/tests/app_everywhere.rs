@@ -1,0 +1,187 @@
+//! The same application code (`net_tests::app`) under tokio, smol and io-sim; under io-sim
+//! also on a lossy, jittery network, and twice with one seed to show the run replays.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use io_async::{Endpoint, EndpointConfig};
+use io_sim::asim::Sim;
+use io_sim::link::LinkConfig;
+use net_tests::app::{exercise, expected};
+use proto_core::{Config, Identity, Seed};
+
+const LEN: usize = 1 << 20;
+
+fn config(seed: Seed) -> EndpointConfig {
+    let mut c = Config::new(seed).with_provider(Arc::new(proto_core::crypto::AwsLc));
+    c.strict_drain = true;
+    EndpointConfig::new(c)
+}
+
+fn local() -> std::net::SocketAddr {
+    "127.0.0.1:0".parse().expect("addr")
+}
+
+fn seeded(n: u64) -> EndpointConfig {
+    config(Seed::from_u64(n))
+}
+
+#[test]
+fn under_tokio() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let report = rt.block_on(async {
+        let a =
+            io_tokio::Endpoint::bind(local(), Identity::from_secret_bytes([21; 32]), seeded(21));
+        let b =
+            io_tokio::Endpoint::bind(local(), Identity::from_secret_bytes([22; 32]), seeded(22));
+        exercise(&a.expect("bind"), &b.expect("bind"), LEN).await
+    });
+    assert_eq!(report, expected(LEN));
+}
+
+#[test]
+fn under_smol() {
+    let report = smol::block_on(async {
+        let a = io_smol::Endpoint::bind(local(), Identity::from_secret_bytes([23; 32]), seeded(23));
+        let b = io_smol::Endpoint::bind(local(), Identity::from_secret_bytes([24; 32]), seeded(24));
+        exercise(&a.expect("bind"), &b.expect("bind"), LEN).await
+    });
+    assert_eq!(report, expected(LEN));
+}
+
+/// Runs the application on a simulator; returns the report and the trace hash.
+fn simulated(seed: u64, link: LinkConfig) -> (net_tests::app::Report, String, u64) {
+    let sim = Sim::new(seed);
+    sim.set_default_link(link);
+    let a = Endpoint::bind(
+        sim.runtime(),
+        "10.0.0.1:7000".parse().expect("addr"),
+        Identity::from_seed(&sim.node_seed(1)),
+        config(sim.node_seed(11)),
+    )
+    .expect("bind");
+    let b = Endpoint::bind(
+        sim.runtime(),
+        "10.0.0.2:7000".parse().expect("addr"),
+        Identity::from_seed(&sim.node_seed(2)),
+        config(sim.node_seed(12)),
+    )
+    .expect("bind");
+    let report = sim
+        .block_on_for(Duration::from_secs(600), exercise(&a, &b, LEN))
+        .expect("the application finishes");
+    let hash = sim.trace_hash();
+    let elapsed_ms = sim.now().as_nanos() / 1_000_000;
+    sim.stop_all();
+    (report, hash, elapsed_ms)
+}
+
+#[test]
+fn under_io_sim_on_a_clean_network() {
+    let (report, _, _) = simulated(1, LinkConfig::with_latency(Duration::from_millis(5)));
+    assert_eq!(report, expected(LEN));
+}
+
+#[test]
+fn under_io_sim_with_loss_and_jitter_and_the_run_replays() {
+    let link = LinkConfig {
+        loss_ppm: 30_000,
+        jitter: Duration::from_millis(4),
+        duplicate_ppm: 5_000,
+        ..LinkConfig::with_latency(Duration::from_millis(10))
+    };
+    let (r1, h1, t1) = simulated(7, link);
+    assert_eq!(r1, expected(LEN));
+    let (r2, h2, t2) = simulated(7, link);
+    assert_eq!(r2, r1);
+    assert_eq!(h2, h1, "same seed, same trace");
+    assert_eq!(t2, t1, "same seed, same virtual duration");
+    let (_, h3, _) = simulated(8, link);
+    assert_ne!(h3, h1, "another seed, another run");
+}
+
+fn mem_store(_: usize) -> Box<dyn proto_core::replication::LogStore + Send> {
+    Box::new(proto_core::replication::MemLog::new(1 << 16, 1 << 20))
+}
+
+#[test]
+fn log_failover_under_io_sim() {
+    let sim = Sim::new(3);
+    sim.set_default_link(LinkConfig::with_latency(Duration::from_millis(2)));
+    let eps: Vec<Endpoint> = (0..3u64)
+        .map(|i| {
+            Endpoint::bind(
+                sim.runtime(),
+                format!("10.0.1.{}:7000", i + 1).parse().expect("addr"),
+                Identity::from_seed(&sim.node_seed(100 + i)),
+                config(sim.node_seed(200 + i)),
+            )
+            .expect("bind")
+        })
+        .collect();
+    let crash = sim.clone();
+    let report = sim
+        .block_on_for(
+            Duration::from_secs(120),
+            net_tests::app::log_failover(&eps, mem_store, 20, 5, move |ep| {
+                crash.crash(ep.local_addr());
+                ep.abort();
+            }),
+        )
+        .expect("finishes");
+    assert!(report.nothing_lost, "{report:?}");
+    assert_eq!(report.acked_after, 5);
+    // Three missed heartbeats of 100 ms, then an election.
+    assert!(report.failover < Duration::from_secs(2), "{report:?}");
+    sim.stop_all();
+}
+
+#[test]
+fn log_failover_under_tokio_with_a_node_killed() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let report = rt.block_on(async {
+        let eps: Vec<io_tokio::Endpoint> = (0..3u8)
+            .map(|i| {
+                io_tokio::Endpoint::bind(
+                    "127.0.0.1:0".parse().expect("addr"),
+                    Identity::from_secret_bytes([40 + i; 32]),
+                    config(Seed::from_u64(40 + u64::from(i))),
+                )
+                .expect("bind")
+            })
+            .collect();
+        let inner: Vec<Endpoint> = eps.iter().map(|e| e.inner().clone()).collect();
+        net_tests::app::log_failover(&inner, mem_store, 20, 5, Endpoint::abort).await
+    });
+    assert!(report.nothing_lost, "{report:?}");
+    assert_eq!(report.acked_after, 5);
+    assert!(report.failover < Duration::from_secs(3), "{report:?}");
+}
+
+#[test]
+fn log_failover_under_smol_with_a_node_killed() {
+    let report = smol::block_on(async {
+        let eps: Vec<io_smol::Endpoint> = (0..3u8)
+            .map(|i| {
+                io_smol::Endpoint::bind(
+                    "127.0.0.1:0".parse().expect("addr"),
+                    Identity::from_secret_bytes([50 + i; 32]),
+                    config(Seed::from_u64(50 + u64::from(i))),
+                )
+                .expect("bind")
+            })
+            .collect();
+        let inner: Vec<Endpoint> = eps.iter().map(|e| e.inner().clone()).collect();
+        net_tests::app::log_failover(&inner, mem_store, 20, 5, Endpoint::abort).await
+    });
+    assert!(report.nothing_lost, "{report:?}");
+    assert_eq!(report.acked_after, 5);
+}
