@@ -22,7 +22,6 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use proto_core::{Error, Instant};
@@ -36,9 +35,6 @@ pub(crate) struct Driver {
     timer: Pin<Box<dyn AsyncTimer>>,
     timer_at: Option<Instant>,
     recv_buf: Vec<u8>,
-    send_buf: Vec<u8>,
-    /// A datagram `poll_transmit` produced that the socket has not taken yet.
-    pending: Option<(usize, SocketAddr)>,
     budget: usize,
 }
 
@@ -46,7 +42,6 @@ impl Driver {
     pub(crate) fn new(
         shared: Arc<Shared>,
         socket: Arc<dyn AsyncUdpSocket>,
-        max_packet: usize,
         budget: usize,
     ) -> Driver {
         let now = shared.now();
@@ -59,8 +54,6 @@ impl Driver {
             // The largest UDP payload: anything larger than a packet is cut and then
             // dropped by the core as truncated or malformed.
             recv_buf: vec![0; 65_536],
-            send_buf: vec![0; max_packet],
-            pending: None,
             budget: budget.max(1),
         }
     }
@@ -69,8 +62,8 @@ impl Driver {
     /// socket is full (the datagram in hand is kept).
     fn flush(&mut self, cx: &mut Context<'_>, inner: &mut crate::state::Inner) -> Poll<()> {
         loop {
-            if let Some((len, to)) = self.pending {
-                let buf = self.send_buf.get(..len).unwrap_or(&[]);
+            if let Some((len, to)) = inner.tx.pending {
+                let buf = inner.tx.buf.get(..len).unwrap_or(&[]);
                 match self.socket.poll_send(cx, buf, to) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(())) => {}
@@ -79,15 +72,15 @@ impl Driver {
                         tracing::debug!(%to, error = %e, "send failed; datagram dropped");
                     }
                 }
-                self.pending = None;
+                inner.tx.pending = None;
             }
             let now = self.shared.now();
-            match inner.node.poll_transmit(now, &mut self.send_buf) {
-                Ok(Some(t)) => self.pending = Some((t.len, t.destination)),
+            match inner.node.poll_transmit(now, &mut inner.tx.buf) {
+                Ok(Some(t)) => inner.tx.pending = Some((t.len, t.destination)),
                 Ok(None) => return Poll::Ready(()),
                 Err(Error::BufferTooSmall { needed }) => {
                     // Cannot happen with a buffer of `max_packet_size`; grow rather than stall.
-                    self.send_buf.resize(needed, 0);
+                    inner.tx.buf.resize(needed, 0);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "poll_transmit failed");
@@ -104,95 +97,111 @@ impl Future for Driver {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         let shared = this.shared.clone();
-        let mut inner = shared.lock();
-        if inner.stopped.is_some() {
-            return Poll::Ready(());
-        }
-        inner.stats.wakeups += 1;
-        match &inner.driver_waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => inner.driver_waker = Some(cx.waker().clone()),
-        }
         let mut inputs = 0;
-        let mut exhausted = false;
         loop {
-            let flushed = this.flush(cx, &mut inner).is_ready();
-            let now = shared.now();
-            inner.dispatch_all(now);
-            if inner.node.queued_transmits() > 0 && flushed {
-                continue; // handling the events queued more output
+            let mut inner = shared.lock();
+            if inner.stopped.is_some() {
+                return Poll::Ready(());
             }
-            if !flushed {
-                break; // the socket wakes us when it has room; input waits until then
+            inner.stats.wakeups += 1;
+            match &inner.driver_waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => inner.driver_waker = Some(cx.waker().clone()),
             }
-            if inputs >= this.budget {
-                exhausted = true;
-                break;
+            // Wakes from here on (handles on other threads, handlers started below) only set
+            // `rewake`: this poll looks at it before it returns.
+            inner.driver_running = true;
+            inner.rewake = false;
+            let mut exhausted = false;
+            loop {
+                let flushed = this.flush(cx, &mut inner).is_ready();
+                let now = shared.now();
+                inner.dispatch_all(now);
+                if inner.node.queued_transmits() > 0 && flushed {
+                    continue; // handling the events queued more output
+                }
+                if !flushed {
+                    break; // the socket wakes us when it has room; input waits until then
+                }
+                if inputs >= this.budget {
+                    exhausted = true;
+                    break;
+                }
+                let due = inner.node.poll_timeout().is_some_and(|d| d.at <= now);
+                if due {
+                    inputs += 1;
+                    if let Err(e) = inner.node.handle_timeout(now) {
+                        tracing::warn!(error = %e, "handle_timeout refused");
+                    }
+                    continue;
+                }
+                match this.socket.poll_recv(cx, &mut this.recv_buf) {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok((len, from))) => {
+                        inputs += 1;
+                        let data = this.recv_buf.get(..len).unwrap_or(&[]);
+                        if let Err(e) = inner.node.handle_datagram(now, from, data) {
+                            tracing::warn!(error = %e, "handle_datagram refused");
+                        }
+                    }
+                    Poll::Ready(Err(e)) => {
+                        inputs += 1;
+                        if fatal(&e) {
+                            let why = format!("the socket failed: {e}");
+                            tracing::error!(error = %e, "socket failed; endpoint stops");
+                            inner.stop(why);
+                            return Poll::Ready(());
+                        }
+                        inner.stats.recv_errors += 1;
+                    }
+                }
             }
-            let due = inner.node.poll_timeout().is_some_and(|d| d.at <= now);
-            if due {
-                inputs += 1;
-                if let Err(e) = inner.node.handle_timeout(now) {
-                    tracing::warn!(error = %e, "handle_timeout refused");
+            if let Some(reason) = inner.finish_shutdown_if_done(shared.now()) {
+                tracing::debug!(%reason, "endpoint stopped");
+                return Poll::Ready(());
+            }
+            let spawn = core::mem::take(&mut inner.to_spawn);
+            if !spawn.is_empty() {
+                // Their handlers' first polls may answer at once: start them without the
+                // lock, then go round again to send the answers.
+                drop(inner);
+                for (handler, incoming) in spawn {
+                    crate::server::start(&shared, handler, incoming);
                 }
                 continue;
             }
-            match this.socket.poll_recv(cx, &mut this.recv_buf) {
-                Poll::Pending => break,
-                Poll::Ready(Ok((len, from))) => {
-                    inputs += 1;
-                    let data = this.recv_buf.get(..len).unwrap_or(&[]);
-                    if let Err(e) = inner.node.handle_datagram(now, from, data) {
-                        tracing::warn!(error = %e, "handle_datagram refused");
-                    }
-                }
-                Poll::Ready(Err(e)) => {
-                    inputs += 1;
-                    if fatal(&e) {
-                        let why = format!("the socket failed: {e}");
-                        tracing::error!(error = %e, "socket failed; endpoint stops");
-                        inner.stop(why);
-                        return Poll::Ready(());
-                    }
-                    inner.stats.recv_errors += 1;
-                }
+            if inner.rewake && !exhausted {
+                continue; // a handle queued output while this poll ran
             }
-        }
-        if let Some(reason) = inner.finish_shutdown_if_done(shared.now()) {
-            tracing::debug!(%reason, "endpoint stopped");
-            return Poll::Ready(());
-        }
-        let spawn = core::mem::take(&mut inner.to_spawn);
-        let deadline = [
-            inner.node.poll_timeout().map(|d| d.at),
-            inner.shutdown_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        if exhausted {
-            inner.stats.budget_exhausted += 1;
-        }
-        drop(inner);
-        for (handler, incoming) in spawn {
-            crate::server::start(&shared, handler, incoming);
-        }
-        if exhausted {
-            cx.waker().wake_by_ref();
+            inner.driver_running = false;
+            let deadline = [
+                inner.node.poll_timeout().map(|d| d.at),
+                inner.shutdown_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            if exhausted {
+                inner.stats.budget_exhausted += 1;
+            }
+            drop(inner);
+            if exhausted {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if let Some(at) = deadline {
+                if this.timer_at != Some(at) {
+                    this.timer.as_mut().reset(at);
+                    this.timer_at = Some(at);
+                }
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    cx.waker().wake_by_ref();
+                }
+            } else {
+                this.timer_at = None;
+            }
             return Poll::Pending;
         }
-        if let Some(at) = deadline {
-            if this.timer_at != Some(at) {
-                this.timer.as_mut().reset(at);
-                this.timer_at = Some(at);
-            }
-            if this.timer.as_mut().poll(cx).is_ready() {
-                cx.waker().wake_by_ref();
-            }
-        } else {
-            this.timer_at = None;
-        }
-        Poll::Pending
     }
 }
 

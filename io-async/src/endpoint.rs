@@ -109,7 +109,6 @@ impl Endpoint {
         let local = socket
             .local_addr()
             .map_err(|source| BindError::Io { addr, source })?;
-        let max_packet = config.core.max_packet_size;
         let node = Node::new(config.core, identity, runtime.now()).map_err(BindError::Config)?;
         let id = node.node_id();
         let static_key = node.static_key();
@@ -122,7 +121,7 @@ impl Endpoint {
             inner: Mutex::new(Inner::new(node, bounds)),
             runtime: runtime.clone(),
         });
-        let driver = Driver::new(shared.clone(), socket, max_packet, config.budget);
+        let driver = Driver::new(shared.clone(), socket, config.budget);
         runtime.spawn(Box::pin(driver));
         tracing::debug!(node = ?id, %local, "endpoint bound");
         Ok(Endpoint {

@@ -24,9 +24,11 @@ impl Endpoint {
         let mut inner = self.shared.lock();
         let now = self.shared.now();
         let r = inner.node.open_log(now, name, spec);
+        if let Ok(id) = &r {
+            inner.logs.entry(*id).or_default();
+        }
         inner.wake_driver();
         let id = r?;
-        inner.logs.entry(id).or_default();
         Ok(Log {
             shared: self.shared.clone(),
             id,
@@ -89,14 +91,13 @@ impl Log {
             let mut inner = self.shared.lock();
             let now = self.shared.now();
             let r = inner.node.log_append(now, self.id, payload, durability);
-            inner.wake_driver();
-            let seq = r?;
-            if let Some(l) = inner.logs.get_mut(&self.id) {
-                // An Acked event for it cannot have been dispatched yet: the drive loop
-                // needs this lock to dispatch.
-                l.outcomes.insert(seq, None);
+            if let (Ok(seq), Some(l)) = (&r, inner.logs.get_mut(&self.id)) {
+                // Before any event is dispatched (that needs this lock), so its Acked
+                // finds the entry.
+                l.outcomes.insert(*seq, None);
             }
-            seq
+            inner.wake_driver();
+            r?
         };
         Outcome {
             shared: self.shared.clone(),

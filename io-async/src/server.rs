@@ -1,6 +1,10 @@
 //! Serving nRPC with async handlers: [`Service`] maps method names to handlers of the four
 //! shapes; the drive loop starts one task per incoming call.
 //!
+//! A handler's first poll runs on the drive loop (so a handler that answers at once costs no
+//! task); if it has to wait, it moves to a task of its own. Long computations belong in
+//! `spawn_blocking` or a thread of their own, as in any async server.
+//!
 //! A handler's task is dropped, at its next suspension point, when the call ends without it:
 //! the caller cancelled, the deadline passed, or the session died (the core's `Aborted`).
 //! A handler that returns an error ends the call with that [`Status`]; one that panics or
@@ -400,11 +404,75 @@ pub(crate) fn start(shared: &Arc<Shared>, handler: Handler, incoming: Incoming) 
         inner.stats.handlers_started += 1;
         inner.stats.handlers_running += 1;
     }
-    shared.runtime.spawn(Box::pin(Abortable {
+    let mut task = Abortable {
         shared: shared.clone(),
         call: id,
         fut: Some(fut),
+    };
+    // The first poll runs here, on the drive loop: a handler that answers without waiting
+    // (most unary ones) costs no task and no hop between threads. Whatever it registers
+    // wakes the forwarder, which wakes the spawned task once it has been polled.
+    let forward = Arc::new(Forward::default());
+    let waker = core::task::Waker::from(forward.clone());
+    if Pin::new(&mut task)
+        .poll(&mut Context::from_waker(&waker))
+        .is_ready()
+    {
+        return;
+    }
+    shared.runtime.spawn(Box::pin(Handoff {
+        forward,
+        installed: false,
+        task,
     }));
+}
+
+/// Passes wakes on to the task a handler moved to after its first poll.
+#[derive(Default)]
+struct Forward {
+    target: std::sync::Mutex<Option<core::task::Waker>>,
+}
+
+impl std::task::Wake for Forward {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let target = self
+            .target
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(w) = target.as_ref() {
+            w.wake_by_ref();
+        }
+        // Before the task's first poll there is nobody to wake: that poll polls the handler
+        // anyway.
+    }
+}
+
+/// A handler that did not finish on its first poll, in its own task.
+struct Handoff {
+    forward: Arc<Forward>,
+    installed: bool,
+    task: Abortable,
+}
+
+impl Future for Handoff {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if !this.installed {
+            *this
+                .forward
+                .target
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cx.waker().clone());
+            this.installed = true;
+        }
+        Pin::new(&mut this.task).poll(cx)
+    }
 }
 
 /// A handler future that is dropped as soon as its call is aborted.

@@ -170,9 +170,21 @@ pub struct DriverStats {
     pub handlers_running: u64,
 }
 
+/// The drive loop's transmit buffer and the datagram in it that the socket has not taken
+/// yet (it is sent first when the socket has room).
+pub(crate) struct Tx {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) pending: Option<(usize, std::net::SocketAddr)>,
+}
+
 /// The node and the handle slots, under one lock.
 pub(crate) struct Inner {
     pub(crate) node: Node,
+    pub(crate) tx: Tx,
+    /// The drive loop is inside its poll.
+    pub(crate) driver_running: bool,
+    /// Something woke the drive loop while it was inside its poll.
+    pub(crate) rewake: bool,
     pub(crate) bounds: Bounds,
     pub(crate) driver_waker: Option<Waker>,
     pub(crate) sessions: BTreeMap<SessionId, SessionSlot>,
@@ -197,8 +209,15 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub(crate) fn new(node: Node, bounds: Bounds) -> Inner {
+        let max_packet = node.config().max_packet_size;
         Inner {
             node,
+            tx: Tx {
+                buf: vec![0; max_packet],
+                pending: None,
+            },
+            driver_running: false,
+            rewake: false,
             bounds,
             driver_waker: None,
             sessions: BTreeMap::new(),
@@ -219,9 +238,13 @@ impl Inner {
         }
     }
 
-    /// Wakes the drive loop: a handle queued output or changed a deadline.
+    /// Wakes the drive loop: a handle queued output or changed a deadline. While the drive
+    /// loop is polling, a flag is enough (it looks before it returns), which spares the
+    /// runtime a self-wake and the other worker a futile wake-up.
     pub(crate) fn wake_driver(&mut self) {
-        if let Some(w) = &self.driver_waker {
+        if self.driver_running {
+            self.rewake = true;
+        } else if let Some(w) = &self.driver_waker {
             w.wake_by_ref();
         }
     }
