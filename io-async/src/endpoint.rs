@@ -558,12 +558,14 @@ impl Inner {
         let mut s = self.shutdown?;
         if !s.closing_sent {
             let sessions: Vec<SessionId> = self.sessions.keys().copied().collect();
+            // Calls in flight, and application streams whose sending direction the peer has
+            // not fully acknowledged yet (the streams that carry nRPC and logs end with
+            // their sessions).
             let busy = !self.calls.is_empty()
-                || sessions.iter().any(|id| {
-                    self.node
-                        .session_info(*id)
-                        .is_some_and(|i| i.established && i.open_streams > 0)
-                });
+                || self
+                    .streams
+                    .values()
+                    .any(|s| !(s.closed || s.acknowledged || s.reset.is_some()));
             if busy && now < s.drain_until {
                 return None;
             }

@@ -68,7 +68,8 @@ impl fmt::Display for ConnectError {
             ConnectError::Refused(e) => write!(f, "cannot start the handshake: {e}"),
             ConnectError::Failed(DisconnectReason::HandshakeTimeout) => f.write_str(
                 "the peer did not answer the handshake in time: check that a node listens at \
-                 that address and that UDP reaches it",
+                 that address, that UDP reaches it, and that the peer key (if one was given) \
+                 is that node's: a node does not answer a handshake made for another key",
             ),
             ConnectError::Failed(DisconnectReason::HandshakeFailed(e)) => write!(
                 f,
