@@ -10,7 +10,8 @@
 //!
 //! until the socket has nothing to read, or the budget of [`EndpointConfig::budget`] inputs
 //! is spent, in which case it yields with a self-wake so other tasks run. It then moves its
-//! timer only if the core's deadline changed. Steady state allocates nothing per packet: the
+//! timer only if the core's deadline came earlier (a timer that fires early finds nothing
+//! due, which is harmless). Steady state allocates nothing per packet: the
 //! receive and transmit buffers are the loop's own.
 //!
 //! The loop never holds the lock across a suspension point, and starts the handler tasks of
@@ -189,16 +190,18 @@ impl Future for Driver {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
+            // The timer moves only when the deadline comes earlier than it is set for (or it
+            // has fired): a later deadline lets it fire early, and an early wake-up is
+            // harmless, while moving a runtime timer on every packet is not free.
             if let Some(at) = deadline {
-                if this.timer_at != Some(at) {
+                if this.timer_at.is_none_or(|t| at < t) {
                     this.timer.as_mut().reset(at);
                     this.timer_at = Some(at);
                 }
                 if this.timer.as_mut().poll(cx).is_ready() {
+                    this.timer_at = None;
                     cx.waker().wake_by_ref();
                 }
-            } else {
-                this.timer_at = None;
             }
             return Poll::Pending;
         }
