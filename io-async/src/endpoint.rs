@@ -232,9 +232,14 @@ impl Endpoint {
     }
 
     /// Shuts down gracefully: stops accepting sessions and serving calls, waits up to
-    /// `drain` for open streams and calls to finish, closes every session with `code` (the
-    /// peers see `ClosedByPeer`), sends the closes, and stops the drive loop. Every handle
-    /// fails from then on with a clear error.
+    /// `drain` for calls to finish and for the peers to acknowledge what every open stream
+    /// sent, closes every session with `code` (the peers see `ClosedByPeer`), sends the
+    /// closes, and stops the drive loop. Every handle fails from then on with a clear error.
+    ///
+    /// Acknowledged means in the peer's receive buffers: a session's end discards what its
+    /// application had not read yet (its reads fail with a reset, never a short stream). When
+    /// the application must know its peer *read* everything, let the peer close: wait for
+    /// [`Connection::closed`] before shutting down, as `net-mesh send-file` does.
     pub async fn shutdown(&self, code: u16, drain: Duration) {
         {
             let mut inner = self.shared.lock();

@@ -151,7 +151,9 @@ fn a_node_answers_calls_and_takes_a_file_and_wrong_keys_are_refused() {
         stdin.write_all(&data).expect("pipe");
     }
     assert!(send.wait().expect("sender ends").success());
-    assert!(recv.wait().expect("receiver ends").success());
+    let status = recv.wait().expect("receiver ends");
+    let rest: Vec<String> = errs.map_while(Result::ok).collect();
+    assert!(status.success(), "the receiver failed: {rest:?}");
     assert!(
         std::fs::read(&out_file).expect("the file") == data,
         "the file differs"

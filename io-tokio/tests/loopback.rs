@@ -223,19 +223,32 @@ async fn shutdown_tells_peers_and_stops_every_task() {
     let (a, b, conn, accepted) = pair().await;
     b.serve(demo_service()).expect("serve");
     a.wait_for_service("demo").await;
-    // A stream in flight when the shutdown starts is drained first.
-    let mut s = conn.open_stream(Mode::Ordered).expect("open");
-    s.write_all(&[7u8; 200_000]).await.expect("write");
-    let mut tail = Vec::new();
+    // A stream still being written when the shutdown starts is drained first: the closes
+    // wait until the peer has acknowledged all of it.
+    let writer = tokio::spawn(async move {
+        let mut s = conn.open_stream(Mode::Ordered).expect("open");
+        s.write_all(&[7u8; 200_000]).await.expect("write");
+        s.shutdown().await
+    });
     let reader = tokio::spawn(async move {
         let mut r = accepted.accept_stream().await.expect("stream");
-        r.read_to_end(&mut tail).await.expect("read");
-        (tail.len(), accepted)
+        let mut tail = Vec::new();
+        let r = r.read_to_end(&mut tail).await.map(|_| tail.len());
+        (r, accepted)
     });
-    s.shutdown().await.expect("finish");
+    tokio::time::sleep(Duration::from_millis(1)).await;
     a.shutdown(42, Duration::from_secs(2)).await;
-    let (len, accepted) = reader.await.expect("join");
-    assert_eq!(len, 200_000);
+    writer
+        .await
+        .expect("join")
+        .expect("every byte acknowledged before the session closed");
+    let (read, accepted) = reader.await.expect("join");
+    // The reader sees all of it, or (if the close overtook its reads) a reset: never a
+    // silently short stream.
+    match read {
+        Ok(len) => assert_eq!(len, 200_000),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
     assert_eq!(
         accepted.closed().await,
         DisconnectReason::ClosedByPeer { code: 42 }

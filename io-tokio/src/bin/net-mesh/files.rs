@@ -74,9 +74,19 @@ pub async fn send(args: &Args) -> Result<(), Fail> {
     s.shutdown()
         .await
         .map_err(|e| format!("the receiver did not acknowledge everything: {e}"))?;
+    // Acknowledged means in the receiver's buffers; it closes the session once it has read
+    // and written everything, and closing first would discard what it has not read yet.
+    let closed =
+        crate::demo::within(&ep, Duration::from_secs(30), "the receiver", conn.closed()).await?;
     bar.finish();
+    if !matches!(
+        closed,
+        io_async::proto_core::DisconnectReason::ClosedByPeer { code: 0 }
+    ) {
+        return Err(format!("the receiver did not confirm the file: {closed}"));
+    }
     eprintln!(
-        "sent {name}: {done} bytes in {:.2} s, every byte acknowledged",
+        "sent {name}: {done} bytes in {:.2} s, the receiver confirmed every byte",
         start.elapsed().as_secs_f64()
     );
     ep.shutdown(0, Duration::from_millis(200)).await;
@@ -144,8 +154,11 @@ pub async fn recv(args: &Args) -> Result<(), Fail> {
     out.flush().await.map_err(|e| e.to_string())?;
     bar.finish();
     if len != UNKNOWN && done != len {
+        conn.close(1);
         return Err(format!("{name}: {done} of {len} bytes arrived"));
     }
+    // Tells the sender that everything was read and written.
+    conn.close(0);
     eprintln!(
         "received {name} from {}: {done} bytes in {:.2} s",
         conn.peer(),
