@@ -101,7 +101,21 @@ pub struct CallBuilder<'a> {
     options: CallOptions,
 }
 
-impl CallBuilder<'_> {
+impl<'a> CallBuilder<'a> {
+    pub(crate) fn clone_builder(&self) -> CallBuilder<'a> {
+        CallBuilder {
+            endpoint: self.endpoint,
+            service: self.service.clone(),
+            method: self.method.clone(),
+            peer: self.peer,
+            options: self.options.clone(),
+        }
+    }
+
+    pub(crate) fn endpoint(&self) -> &'a Endpoint {
+        self.endpoint
+    }
+
     /// Calls this peer (it must have an established session with this node).
     pub fn peer(mut self, peer: NodeId) -> Self {
         self.peer = Some(peer);
@@ -150,8 +164,9 @@ impl CallBuilder<'_> {
             Some(p) => inner.node.call(now, &p, spec).map(|c| (c, p)),
             None => inner.node.call_service(now, spec),
         };
-        if let Ok((id, _)) = r {
+        if let Ok((id, peer)) = r {
             inner.calls.entry(id).or_default();
+            tracing::debug!(call = id.0, %peer, service = %self.service, method = %self.method, ?shape, "call started");
         }
         inner.wake_driver();
         r

@@ -37,6 +37,7 @@ pub(crate) struct Driver {
     timer_at: Option<Instant>,
     recv_buf: Vec<u8>,
     budget: usize,
+    span: tracing::Span,
 }
 
 impl Driver {
@@ -55,8 +56,15 @@ impl Driver {
             // The largest UDP payload: anything larger than a packet is cut and then
             // dropped by the core as truncated or malformed.
             recv_buf: vec![0; 65_536],
+            span: tracing::Span::none(),
             budget: budget.max(1),
         }
+    }
+
+    /// Names the endpoint in every event the loop logs.
+    pub(crate) fn with_span(mut self, span: tracing::Span) -> Driver {
+        self.span = span;
+        self
     }
 
     /// Sends the kept datagram and then everything the node has queued. `Pending` when the
@@ -97,6 +105,7 @@ impl Future for Driver {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        let _entered = this.span.clone().entered();
         let shared = this.shared.clone();
         let mut inputs = 0;
         loop {

@@ -121,7 +121,8 @@ impl Endpoint {
             inner: Mutex::new(Inner::new(node, bounds)),
             runtime: runtime.clone(),
         });
-        let driver = Driver::new(shared.clone(), socket, config.budget);
+        let driver = Driver::new(shared.clone(), socket, config.budget)
+            .with_span(tracing::debug_span!("endpoint", node = %id, %local));
         runtime.spawn(Box::pin(driver));
         tracing::debug!(node = ?id, %local, "endpoint bound");
         Ok(Endpoint {

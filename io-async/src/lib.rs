@@ -31,6 +31,7 @@ mod driver;
 mod endpoint;
 mod error;
 mod log;
+mod resilient;
 mod runtime;
 mod server;
 mod state;
@@ -42,6 +43,7 @@ pub use endpoint::{
 };
 pub use error::{BindError, ConnectError, ConnectionError};
 pub use log::{Appended, Log, LogTail};
+pub use resilient::Breaker;
 pub use runtime::{AsyncTimer, AsyncUdpSocket, Runtime, Task};
 pub use server::{BoxFuture, Request, Requests, Responses, Service, Status};
 pub use state::DriverStats;

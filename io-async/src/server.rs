@@ -398,7 +398,17 @@ pub(crate) fn start(shared: &Arc<Shared>, handler: Handler, incoming: Incoming) 
         body: incoming.body.unwrap_or_default(),
     };
     let id = incoming.call;
-    let fut = handler(ServerCall { call, request });
+    let span = tracing::debug_span!(
+        "rpc.handler",
+        call = id.0,
+        peer = %incoming.peer,
+        service = %incoming.service,
+        method = %request.method,
+    );
+    let fut: BoxFuture<()> = Box::pin(tracing::Instrument::instrument(
+        handler(ServerCall { call, request }),
+        span,
+    ));
     {
         let mut inner = shared.lock();
         inner.stats.handlers_started += 1;

@@ -299,3 +299,78 @@ async fn a_write_dropped_unfinished_resets_but_a_reader_that_read_to_the_end_doe
     finished.expect("acknowledged");
     assert_eq!(buf, b"whole");
 }
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+#[tokio::test]
+async fn typed_calls_retries_and_a_breaker() {
+    use io_tokio::proto_core::rpc::resilience::{BreakerConfig, BreakerState, RetryPolicy};
+    use io_tokio::proto_core::rpc::typed::Json;
+    let (a, b, _conn, _accepted) = pair().await;
+    // A call before anyone serves the method fails with NoRoute; with retries it waits for
+    // the service, which comes up 100 ms later.
+    let server = b.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let svc = io_tokio::Service::new("math")
+            .unary_typed::<Json, Add, i64, _, _>("add", |_req, add: Add| async move {
+                Ok(add.a + add.b)
+            });
+        server.serve(svc).expect("serve");
+    });
+    assert_eq!(
+        a.call("math", "add").unary(b"{}").await,
+        Err(RpcError::NoRoute)
+    );
+    let policy = RetryPolicy {
+        max_attempts: 20,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(50),
+        ..RetryPolicy::default()
+    };
+    let body = br#"{"a":2,"b":3}"#;
+    let r = a
+        .call("math", "add")
+        .unary_with_retry(body, policy, &Seed::from_u64(9))
+        .await;
+    assert_eq!(r, Ok(b"5".to_vec()));
+    let sum: i64 = a
+        .call("math", "add")
+        .unary_typed::<Json, _, i64>(&Add { a: 40, b: 2 })
+        .await
+        .expect("typed call");
+    assert_eq!(sum, 42);
+    // A request that does not decode is the caller's fault: status 0x8000.
+    match a.call("math", "add").unary(b"not json").await {
+        Err(RpcError::ServerError { status, .. }) => assert_eq!(status, 0x8000),
+        other => panic!("expected a bad-request status, got {other:?}"),
+    }
+    // Two failures in a row open the breaker: the next call is refused without being sent.
+    let breaker = a.breaker(BreakerConfig {
+        failure_threshold: 2,
+        cooldown: Duration::from_secs(60),
+    });
+    for _ in 0..2 {
+        let r = breaker.run(|| a.call("demo", "upper").unary(b"x")).await;
+        assert_eq!(r.expect("let through"), Err(RpcError::NoRoute));
+    }
+    assert!(
+        matches!(breaker.state(), BreakerState::Open { .. }),
+        "{breaker:?}"
+    );
+    let started = a.with_node(|n, _| n.rpc_stats()).calls_started;
+    assert!(breaker
+        .run(|| a.call("math", "add").unary(body))
+        .await
+        .is_err());
+    assert_eq!(
+        a.with_node(|n, _| n.rpc_stats()).calls_started,
+        started,
+        "nothing was sent"
+    );
+    assert_eq!(breaker.trips(), 1);
+}

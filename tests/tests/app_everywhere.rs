@@ -185,3 +185,53 @@ fn log_failover_under_smol_with_a_node_killed() {
     assert!(report.nothing_lost, "{report:?}");
     assert_eq!(report.acked_after, 5);
 }
+
+#[test]
+fn log_failover_under_tokio_over_file_logs_that_fsync_every_append() {
+    use io_store::{FileLog, FileLogConfig, FsyncPolicy};
+    let dir = std::env::temp_dir().join(format!("net-filelog-failover-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dirs: Vec<_> = (0..3).map(|i| dir.join(format!("node{i}"))).collect();
+    let report = rt.block_on(async {
+        let eps: Vec<io_tokio::Endpoint> = (0..3u8)
+            .map(|i| {
+                io_tokio::Endpoint::bind(
+                    local(),
+                    Identity::from_secret_bytes([60 + i; 32]),
+                    seeded(60 + u64::from(i)),
+                )
+                .expect("bind")
+            })
+            .collect();
+        let inner: Vec<Endpoint> = eps.iter().map(|e| e.inner().clone()).collect();
+        let store = |i: usize| -> Box<dyn proto_core::replication::LogStore + Send> {
+            let cfg = FileLogConfig {
+                policy: FsyncPolicy::Always,
+                ..FileLogConfig::default()
+            };
+            Box::new(FileLog::open(&dirs[i], cfg).expect("open the file log"))
+        };
+        net_tests::app::log_failover(&inner, store, 20, 5, Endpoint::abort).await
+    });
+    assert!(report.nothing_lost, "{report:?}");
+    assert_eq!(report.acked_after, 5);
+    // What each survivor acknowledged is on its disk: reopening a store finds the events.
+    let mut found = 0;
+    for d in &dirs {
+        let log = FileLog::open(d, FileLogConfig::default()).expect("reopen");
+        let held = proto_core::replication::LogStore::next_seq(&log);
+        if held >= 25 {
+            found += 1;
+        }
+    }
+    assert!(
+        found >= 2,
+        "a quorum holds every acknowledged event on disk"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
