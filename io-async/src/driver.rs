@@ -25,8 +25,9 @@ use core::task::{Context, Poll};
 use std::io;
 use std::sync::Arc;
 
-use proto_core::{Error, Instant};
+use proto_core::Instant;
 
+use crate::batch::{RxBatch, TxQueue};
 use crate::runtime::{AsyncTimer, AsyncUdpSocket};
 use crate::state::Shared;
 
@@ -35,10 +36,14 @@ pub(crate) struct Driver {
     socket: Arc<dyn AsyncUdpSocket>,
     timer: Pin<Box<dyn AsyncTimer>>,
     timer_at: Option<Instant>,
-    recv_buf: Vec<u8>,
+    tx: TxQueue,
+    rx: RxBatch,
     budget: usize,
     span: tracing::Span,
 }
+
+/// Datagrams the transmit queue holds before it must go to the socket.
+const TX_QUEUE: usize = 64;
 
 impl Driver {
     pub(crate) fn new(
@@ -48,14 +53,16 @@ impl Driver {
     ) -> Driver {
         let now = shared.now();
         let timer = shared.runtime.new_timer(now);
+        let max_packet = shared.lock().node.config().max_packet_size;
+        let tx = TxQueue::new(max_packet, TX_QUEUE, socket.max_segments());
+        let rx = RxBatch::new(&*socket);
         Driver {
             shared,
             socket,
             timer,
             timer_at: None,
-            // The largest UDP payload: anything larger than a packet is cut and then
-            // dropped by the core as truncated or malformed.
-            recv_buf: vec![0; 65_536],
+            tx,
+            rx,
             span: tracing::Span::none(),
             budget: budget.max(1),
         }
@@ -65,38 +72,6 @@ impl Driver {
     pub(crate) fn with_span(mut self, span: tracing::Span) -> Driver {
         self.span = span;
         self
-    }
-
-    /// Sends the kept datagram and then everything the node has queued. `Pending` when the
-    /// socket is full (the datagram in hand is kept).
-    fn flush(&mut self, cx: &mut Context<'_>, inner: &mut crate::state::Inner) -> Poll<()> {
-        loop {
-            if let Some((len, to)) = inner.tx.pending {
-                let buf = inner.tx.buf.get(..len).unwrap_or(&[]);
-                match self.socket.poll_send(cx, buf, to) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(e)) => {
-                        inner.stats.send_errors += 1;
-                        tracing::debug!(%to, error = %e, "send failed; datagram dropped");
-                    }
-                }
-                inner.tx.pending = None;
-            }
-            let now = self.shared.now();
-            match inner.node.poll_transmit(now, &mut inner.tx.buf) {
-                Ok(Some(t)) => inner.tx.pending = Some((t.len, t.destination)),
-                Ok(None) => return Poll::Ready(()),
-                Err(Error::BufferTooSmall { needed }) => {
-                    // Cannot happen with a buffer of `max_packet_size`; grow rather than stall.
-                    inner.tx.buf.resize(needed, 0);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "poll_transmit failed");
-                    return Poll::Ready(());
-                }
-            }
-        }
     }
 }
 
@@ -124,14 +99,18 @@ impl Future for Driver {
             inner.rewake = false;
             let mut exhausted = false;
             loop {
-                let flushed = this.flush(cx, &mut inner).is_ready();
                 let now = shared.now();
+                let drained = this.tx.fill(&mut inner.node, now);
                 inner.dispatch_all(now);
-                if inner.node.queued_transmits() > 0 && flushed {
-                    continue; // handling the events queued more output
-                }
-                if !flushed {
-                    break; // the socket wakes us when it has room; input waits until then
+                if !drained || inner.node.queued_transmits() > 0 {
+                    if this.tx.has_room() {
+                        continue; // handling the events queued more output
+                    }
+                    // The queue is full: it goes to the socket before any more input.
+                    if this.tx.poll_send(cx, &*this.socket).is_pending() {
+                        break; // the socket wakes us when it has room
+                    }
+                    continue;
                 }
                 if inputs >= this.budget {
                     exhausted = true;
@@ -145,11 +124,10 @@ impl Future for Driver {
                     }
                     continue;
                 }
-                match this.socket.poll_recv(cx, &mut this.recv_buf) {
+                match this.rx.poll_next(cx, &*this.socket) {
                     Poll::Pending => break,
-                    Poll::Ready(Ok((len, from))) => {
+                    Poll::Ready(Ok((from, data))) => {
                         inputs += 1;
-                        let data = this.recv_buf.get(..len).unwrap_or(&[]);
                         if let Err(e) = inner.node.handle_datagram(now, from, data) {
                             tracing::warn!(error = %e, "handle_datagram refused");
                         }
@@ -166,7 +144,10 @@ impl Future for Driver {
                     }
                 }
             }
-            if let Some(reason) = inner.finish_shutdown_if_done(shared.now()) {
+            // The round is over: what is queued goes out now (or when the socket has room).
+            let _ = this.tx.poll_send(cx, &*this.socket);
+            inner.stats.send_errors += core::mem::take(&mut this.tx.send_errors);
+            if let Some(reason) = inner.finish_shutdown_if_done(shared.now(), this.tx.is_empty()) {
                 tracing::debug!(%reason, "endpoint stopped");
                 return Poll::Ready(());
             }

@@ -560,7 +560,11 @@ impl Inner {
     }
 
     /// Advances a shutdown; `Some(reason)` once the loop must stop.
-    pub(crate) fn finish_shutdown_if_done(&mut self, now: Instant) -> Option<String> {
+    pub(crate) fn finish_shutdown_if_done(
+        &mut self,
+        now: Instant,
+        sent_all: bool,
+    ) -> Option<String> {
         let mut s = self.shutdown?;
         if !s.closing_sent {
             let sessions: Vec<SessionId> = self.sessions.keys().copied().collect();
@@ -582,7 +586,7 @@ impl Inner {
             self.shutdown = Some(s);
             return None; // the closes go out on the next round
         }
-        let done = self.node.session_count() == 0 && self.node.queued_transmits() == 0;
+        let done = sent_all && self.node.session_count() == 0 && self.node.queued_transmits() == 0;
         if done || now >= s.give_up {
             self.stop(String::from("shut down"));
             return self.stopped.clone();

@@ -25,6 +25,7 @@
 //! ([`EndpointConfig::accept_queue`]). Streams and calls are bounded by the core's flow
 //! control and message credit: nothing arrives that the core did not grant.
 
+mod batch;
 mod client;
 pub mod demo;
 mod driver;
@@ -44,7 +45,7 @@ pub use endpoint::{
 pub use error::{BindError, ConnectError, ConnectionError};
 pub use log::{Appended, Log, LogTail};
 pub use resilient::Breaker;
-pub use runtime::{AsyncTimer, AsyncUdpSocket, Runtime, Task};
+pub use runtime::{AsyncTimer, AsyncUdpSocket, RecvMeta, Runtime, Task};
 pub use server::{BoxFuture, Request, Requests, Responses, Service, Status};
 pub use state::DriverStats;
 pub use stream::{Stream, RESET_DROPPED};

@@ -70,4 +70,87 @@ pub trait AsyncUdpSocket: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// The socket's error.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+
+    /// Segmentation offload (GSO): how many datagrams one [`poll_send_segments`] call may
+    /// carry. 1 (the default) means one datagram per call.
+    ///
+    /// [`poll_send_segments`]: AsyncUdpSocket::poll_send_segments
+    fn max_segments(&self) -> usize {
+        1
+    }
+
+    /// Sends `contents` to `to` as datagrams of `segment_size` bytes (the last may be
+    /// shorter), at most [`max_segments`](AsyncUdpSocket::max_segments) of them. The
+    /// default sends one datagram with [`poll_send`](AsyncUdpSocket::poll_send).
+    ///
+    /// # Errors
+    /// As `poll_send`.
+    fn poll_send_segments(
+        &self,
+        cx: &mut Context<'_>,
+        contents: &[u8],
+        segment_size: usize,
+        to: SocketAddr,
+    ) -> Poll<io::Result<()>> {
+        let _ = segment_size;
+        self.poll_send(cx, contents, to)
+    }
+
+    /// How many receive buffers one [`poll_recv_batch`](AsyncUdpSocket::poll_recv_batch)
+    /// fills at most (recvmmsg), and how many datagrams of up to 2048 bytes each may be
+    /// coalesced into one (GRO). `(1, 1)` by default.
+    fn recv_batch(&self) -> (usize, usize) {
+        (1, 1)
+    }
+
+    /// Receives up to `bufs.len()` buffers, each described by its `meta` entry: a buffer
+    /// holds `len` bytes of datagrams of `stride` bytes from `from` (the last may be
+    /// shorter). The default receives one datagram with
+    /// [`poll_recv`](AsyncUdpSocket::poll_recv).
+    ///
+    /// # Errors
+    /// As `poll_recv`.
+    fn poll_recv_batch(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let (Some(buf), Some(m)) = (bufs.first_mut(), meta.first_mut()) else {
+            return Poll::Ready(Ok(0));
+        };
+        match self.poll_recv(cx, buf) {
+            Poll::Ready(Ok((len, from))) => {
+                *m = RecvMeta {
+                    from,
+                    len,
+                    stride: len,
+                };
+                Poll::Ready(Ok(1))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// One received buffer of [`AsyncUdpSocket::poll_recv_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvMeta {
+    /// The sender.
+    pub from: SocketAddr,
+    /// Bytes in the buffer.
+    pub len: usize,
+    /// Size of each datagram in it (the last may be shorter); equal to `len` without GRO.
+    pub stride: usize,
+}
+
+impl Default for RecvMeta {
+    fn default() -> RecvMeta {
+        RecvMeta {
+            from: SocketAddr::from(([0, 0, 0, 0], 0)),
+            len: 0,
+            stride: 0,
+        }
+    }
 }

@@ -170,17 +170,9 @@ pub struct DriverStats {
     pub handlers_running: u64,
 }
 
-/// The drive loop's transmit buffer and the datagram in it that the socket has not taken
-/// yet (it is sent first when the socket has room).
-pub(crate) struct Tx {
-    pub(crate) buf: Vec<u8>,
-    pub(crate) pending: Option<(usize, std::net::SocketAddr)>,
-}
-
 /// The node and the handle slots, under one lock.
 pub(crate) struct Inner {
     pub(crate) node: Node,
-    pub(crate) tx: Tx,
     /// The drive loop is inside its poll.
     pub(crate) driver_running: bool,
     /// Something woke the drive loop while it was inside its poll.
@@ -209,13 +201,8 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub(crate) fn new(node: Node, bounds: Bounds) -> Inner {
-        let max_packet = node.config().max_packet_size;
         Inner {
             node,
-            tx: Tx {
-                buf: vec![0; max_packet],
-                pending: None,
-            },
             driver_running: false,
             rewake: false,
             bounds,

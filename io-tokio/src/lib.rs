@@ -96,7 +96,7 @@ impl Runtime for TokioRuntime {
     fn bind(&self, addr: SocketAddr) -> io::Result<Box<dyn AsyncUdpSocket>> {
         let socket = bind_std(addr)?;
         let _guard = self.handle.enter();
-        Ok(Box::new(TokioUdp(tokio::net::UdpSocket::from_std(socket)?)))
+        Ok(Box::new(TokioUdp::new(socket)?))
     }
 }
 
@@ -133,8 +133,59 @@ impl AsyncTimer for TokioTimer {
     }
 }
 
-#[derive(Debug)]
-struct TokioUdp(tokio::net::UdpSocket);
+/// A tokio socket with the kernel's batch paths through quinn-udp: segmentation offload
+/// (GSO) on send, receive offload (GRO) and recvmmsg on receive, where the platform has them.
+struct TokioUdp {
+    io: tokio::net::UdpSocket,
+    state: quinn_udp::UdpSocketState,
+}
+
+impl core::fmt::Debug for TokioUdp {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TokioUdp")
+            .field("local", &self.io.local_addr().ok())
+            .field("gso", &self.state.max_gso_segments())
+            .field("gro", &self.state.gro_segments())
+            .finish()
+    }
+}
+
+impl TokioUdp {
+    fn new(socket: std::net::UdpSocket) -> io::Result<TokioUdp> {
+        let state = quinn_udp::UdpSocketState::new((&socket).into())?;
+        Ok(TokioUdp {
+            io: tokio::net::UdpSocket::from_std(socket)?,
+            state,
+        })
+    }
+
+    fn poll_transmit(
+        &self,
+        cx: &mut Context<'_>,
+        t: &quinn_udp::Transmit<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            match self.io.poll_send_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            match self.io.try_io(tokio::io::Interest::WRITABLE, || {
+                self.state.try_send((&self.io).into(), t)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+}
+
+/// Receive buffers per recvmmsg call.
+const RECV_BATCH: usize = if quinn_udp::BATCH_SIZE < 32 {
+    quinn_udp::BATCH_SIZE
+} else {
+    32
+};
 
 impl AsyncUdpSocket for TokioUdp {
     fn poll_recv(
@@ -143,19 +194,83 @@ impl AsyncUdpSocket for TokioUdp {
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
         let mut rb = tokio::io::ReadBuf::new(buf);
-        match self.0.poll_recv_from(cx, &mut rb) {
+        match self.io.poll_recv_from(cx, &mut rb) {
             Poll::Ready(Ok(from)) => Poll::Ready(Ok((rb.filled().len(), from))),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }
     }
 
+    /// One datagram: a plain `sendto` (cheaper than a `sendmsg` with control data).
     fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<io::Result<()>> {
-        self.0.poll_send_to(cx, buf, to).map_ok(|_| ())
+        self.io.poll_send_to(cx, buf, to).map_ok(|_| ())
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
+        self.io.local_addr()
+    }
+
+    fn max_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    fn poll_send_segments(
+        &self,
+        cx: &mut Context<'_>,
+        contents: &[u8],
+        segment_size: usize,
+        to: SocketAddr,
+    ) -> Poll<io::Result<()>> {
+        self.poll_transmit(
+            cx,
+            &quinn_udp::Transmit {
+                destination: to,
+                ecn: None,
+                contents,
+                segment_size: Some(segment_size),
+                src_ip: None,
+            },
+        )
+    }
+
+    fn recv_batch(&self) -> (usize, usize) {
+        (RECV_BATCH, self.state.gro_segments())
+    }
+
+    fn poll_recv_batch(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [io_async::RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let mut q = [quinn_udp::RecvMeta::default(); RECV_BATCH];
+        let n = bufs.len().min(meta.len()).min(RECV_BATCH);
+        loop {
+            match self.io.poll_recv_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+            let (Some(bufs), Some(qm)) = (bufs.get_mut(..n), q.get_mut(..n)) else {
+                return Poll::Ready(Ok(0));
+            };
+            match self.io.try_io(tokio::io::Interest::READABLE, || {
+                self.state.recv((&self.io).into(), bufs, qm)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(got) => {
+                    for (m, r) in meta.iter_mut().zip(qm.iter()).take(got) {
+                        *m = io_async::RecvMeta {
+                            from: r.addr,
+                            len: r.len,
+                            stride: r.stride,
+                        };
+                    }
+                    return Poll::Ready(Ok(got));
+                }
+            }
+        }
     }
 }
 
