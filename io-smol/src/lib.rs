@@ -100,7 +100,11 @@ impl Runtime for SmolRuntime {
         let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
         socket.bind(&addr.into())?;
         let std: std::net::UdpSocket = socket.into();
-        Ok(Box::new(SmolUdp(Async::new(std)?)))
+        let state = quinn_udp::UdpSocketState::new((&std).into())?;
+        Ok(Box::new(SmolUdp {
+            io: Async::new(std)?,
+            state,
+        }))
     }
 }
 
@@ -122,8 +126,28 @@ impl AsyncTimer for SmolTimer {
     }
 }
 
-#[derive(Debug)]
-struct SmolUdp(Async<std::net::UdpSocket>);
+/// An async-io socket with the kernel's batch paths through quinn-udp (GSO on send, GRO and
+/// recvmmsg on receive, where the platform has them).
+struct SmolUdp {
+    io: Async<std::net::UdpSocket>,
+    state: quinn_udp::UdpSocketState,
+}
+
+impl fmt::Debug for SmolUdp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmolUdp")
+            .field("local", &self.io.get_ref().local_addr().ok())
+            .field("gso", &self.state.max_gso_segments())
+            .finish()
+    }
+}
+
+/// Receive buffers per recvmmsg call.
+const RECV_BATCH: usize = if quinn_udp::BATCH_SIZE < 32 {
+    quinn_udp::BATCH_SIZE
+} else {
+    32
+};
 
 impl AsyncUdpSocket for SmolUdp {
     fn poll_recv(
@@ -132,11 +156,11 @@ impl AsyncUdpSocket for SmolUdp {
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
         loop {
-            match self.0.get_ref().recv_from(buf) {
+            match self.io.get_ref().recv_from(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 r => return Poll::Ready(r),
             }
-            match self.0.poll_readable(cx) {
+            match self.io.poll_readable(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
@@ -146,11 +170,11 @@ impl AsyncUdpSocket for SmolUdp {
 
     fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<io::Result<()>> {
         loop {
-            match self.0.get_ref().send_to(buf, to) {
+            match self.io.get_ref().send_to(buf, to) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 r => return Poll::Ready(r.map(|_| ())),
             }
-            match self.0.poll_writable(cx) {
+            match self.io.poll_writable(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
@@ -159,7 +183,76 @@ impl AsyncUdpSocket for SmolUdp {
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.get_ref().local_addr()
+        self.io.get_ref().local_addr()
+    }
+
+    fn max_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    fn poll_send_segments(
+        &self,
+        cx: &mut Context<'_>,
+        contents: &[u8],
+        segment_size: usize,
+        to: SocketAddr,
+    ) -> Poll<io::Result<()>> {
+        let t = quinn_udp::Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: Some(segment_size),
+            src_ip: None,
+        };
+        loop {
+            match self.state.try_send(self.io.get_ref().into(), &t) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            }
+            match self.io.poll_writable(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn recv_batch(&self) -> (usize, usize) {
+        (RECV_BATCH, self.state.gro_segments())
+    }
+
+    fn poll_recv_batch(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [io_async::RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let mut q = [quinn_udp::RecvMeta::default(); RECV_BATCH];
+        let n = bufs.len().min(meta.len()).min(RECV_BATCH);
+        let (Some(bufs), Some(qm)) = (bufs.get_mut(..n), q.get_mut(..n)) else {
+            return Poll::Ready(Ok(0));
+        };
+        loop {
+            match self.state.recv(self.io.get_ref().into(), bufs, qm) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(got) => {
+                    for (m, r) in meta.iter_mut().zip(qm.iter()).take(got) {
+                        *m = io_async::RecvMeta {
+                            from: r.addr,
+                            len: r.len,
+                            stride: r.stride,
+                        };
+                    }
+                    return Poll::Ready(Ok(got));
+                }
+            }
+            match self.io.poll_readable(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
