@@ -436,6 +436,15 @@ fn criterion_group_fn(c: &mut Criterion) {
 criterion_group!(benches, criterion_group_fn);
 
 fn main() {
+    // `LOOPBACK_PROFILE=stream`: only the stream transfer, 10 times (for perf).
+    if std::env::var("LOOPBACK_PROFILE").is_ok_and(|v| v == "stream") {
+        let rt = runtime();
+        for _ in 0..10 {
+            let g = rt.block_on(stream_goodput());
+            println!("stream: {:.1} MiB/s", g / (1024.0 * 1024.0));
+        }
+        return;
+    }
     // `LOOPBACK_PROFILE=N`: only unary calls with N in flight, for 10 windows (for perf).
     if let Some(c) = std::env::var("LOOPBACK_PROFILE")
         .ok()
