@@ -412,3 +412,28 @@ impl Drop for RequestSink {
         self.close_now();
     }
 }
+
+impl Endpoint {
+    /// Per-method call counts and latency percentiles, and the observer's drop counter.
+    #[must_use]
+    pub fn rpc_metrics(&self) -> proto_core::rpc::RpcMetrics {
+        self.shared.lock().node.rpc_metrics()
+    }
+
+    /// Turns the call observer on or off: while on, every finished call leaves a record
+    /// (bounded by `rpc.observer_capacity`; beyond it records are dropped and counted).
+    pub fn set_call_observer(&self, on: bool) {
+        self.shared.lock().node.set_rpc_observer(on);
+    }
+
+    /// Takes the call records waiting for the observer, oldest first.
+    #[must_use]
+    pub fn take_call_records(&self) -> Vec<proto_core::rpc::CallRecord> {
+        let mut inner = self.shared.lock();
+        let mut out = Vec::with_capacity(inner.node.queued_call_records());
+        while let Some(r) = inner.node.poll_call_record() {
+            out.push(r);
+        }
+        out
+    }
+}

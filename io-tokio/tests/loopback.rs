@@ -374,3 +374,30 @@ async fn typed_calls_retries_and_a_breaker() {
     );
     assert_eq!(breaker.trips(), 1);
 }
+
+#[tokio::test]
+async fn dropping_a_response_stream_cancels_the_call_and_the_observer_sees_every_call() {
+    let (a, b, _conn, _accepted) = pair().await;
+    b.serve(demo_service()).expect("serve");
+    a.wait_for_service("demo").await;
+    a.set_call_observer(true);
+    // A long count: take two items, then drop the stream.
+    let mut rs = a
+        .call("demo", "count")
+        .server_streaming(b"1000000")
+        .expect("start");
+    assert_eq!(rs.next().await.expect("item").expect("ok"), b"0");
+    assert_eq!(rs.next().await.expect("item").expect("ok"), b"1");
+    drop(rs);
+    wait_until(|| b.with_node(|n, _| n.rpc_stats()).cancels_received == 1).await;
+    wait_until(|| b.driver_stats().handlers_running == 0).await;
+    assert_eq!(
+        a.call("demo", "upper").unary(b"ok").await.expect("unary"),
+        b"OK"
+    );
+    let records = a.take_call_records();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records.iter().filter(|r| r.method == "upper").count(), 1);
+    let m = a.rpc_metrics();
+    assert!(m.observer_dropped_total == 0, "{m:?}");
+}
