@@ -133,6 +133,9 @@ impl TxQueue {
     }
 }
 
+/// The most receive buffers one batch fills.
+const MAX_RECV_BATCH: usize = 64;
+
 /// Received buffers not yet fed to the node.
 pub(crate) struct RxBatch {
     buf: Vec<u8>,
@@ -147,7 +150,7 @@ pub(crate) struct RxBatch {
 impl RxBatch {
     pub(crate) fn new(socket: &dyn AsyncUdpSocket) -> RxBatch {
         let (batch, gro) = socket.recv_batch();
-        let (batch, gro) = (batch.clamp(1, 64), gro.clamp(1, 64));
+        let (batch, gro) = (batch.clamp(1, MAX_RECV_BATCH), gro.clamp(1, 64));
         // Without GRO a buffer holds one datagram of any size UDP carries; with it, `gro`
         // datagrams of up to 2048 bytes (ours are at most `max_packet_size`).
         let slot = if gro == 1 { 65_536 } else { gro * 2048 };
@@ -185,12 +188,16 @@ impl RxBatch {
                 self.offset += m.stride;
                 return Poll::Ready(Ok((m.from, self.buf.get(start..end).unwrap_or(&[]))));
             }
-            let mut slices: Vec<std::io::IoSliceMut<'_>> = self
-                .buf
-                .chunks_mut(self.slot)
-                .map(std::io::IoSliceMut::new)
-                .collect();
-            match socket.poll_recv_batch(cx, &mut slices, &mut self.meta) {
+            // On the stack: a receive allocates nothing.
+            let mut chunks = self.buf.chunks_mut(self.slot);
+            let mut slices: [std::io::IoSliceMut<'_>; MAX_RECV_BATCH] =
+                core::array::from_fn(|_| {
+                    std::io::IoSliceMut::new(chunks.next().unwrap_or(&mut []))
+                });
+            // `meta` has at most MAX_RECV_BATCH entries (see `new`).
+            let n = self.meta.len().min(MAX_RECV_BATCH);
+            let (slices, meta) = (&mut slices[..n], &mut self.meta[..n]);
+            match socket.poll_recv_batch(cx, slices, meta) {
                 Poll::Ready(Ok(0)) => {
                     // Nothing after all; look again on the next wake-up.
                     cx.waker().wake_by_ref();
