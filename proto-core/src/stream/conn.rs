@@ -550,7 +550,12 @@ impl Streams {
                 self.acks.insert(id);
                 self.packet_elicits = true;
             }
-            if r.duplicate || r.out_of_order || r.finished {
+            // A finished direction is acknowledged at once so that the sender's close
+            // completes promptly, except on nRPC streams: there the end of a reply is
+            // followed by the caller's next request (or the delayed-ACK timer), which
+            // carries the acknowledgement without a datagram of its own.
+            let prompt_fin = r.finished && s.class != Class::Rpc;
+            if r.duplicate || r.out_of_order || prompt_fin {
                 self.ack_now = true;
             }
             if r.accepted {
