@@ -295,3 +295,64 @@ impl futures_core::Stream for LogTail {
         self.get_mut().poll_item(cx)
     }
 }
+
+impl Log {
+    /// Serves the persistence requests of a store that syncs later (for example
+    /// `io_store::FileLog` after `background_syncs`): for each, runs `sync` on a thread of its
+    /// own, so the drive loop never waits for the disk, and reports the ticket once `sync`
+    /// succeeded. Returns when the log or the endpoint goes away, or with the first failure
+    /// (nothing more is reported, so the log stops acknowledging: fail-stop).
+    ///
+    /// # Errors
+    /// The error `sync` returned.
+    pub async fn serve_persistence<F>(&self, sync: F) -> std::io::Result<()>
+    where
+        F: Fn() -> std::io::Result<()> + Send + Sync + 'static,
+    {
+        let sync = Arc::new(sync);
+        while let Some((ticket, _upto)) = self.next_persist_request().await {
+            let f = sync.clone();
+            blocking(move || f()).await?;
+            if let Err(e) = self.persisted(ticket) {
+                return Err(std::io::Error::other(e.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` on a new thread; resolves with its result.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    struct Slot<T> {
+        value: Option<T>,
+        waker: Option<core::task::Waker>,
+    }
+    let slot = Arc::new(std::sync::Mutex::new(Slot {
+        value: None,
+        waker: None,
+    }));
+    let theirs = slot.clone();
+    std::thread::spawn(move || {
+        let v = f();
+        let mut s = theirs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.value = Some(v);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    });
+    core::future::poll_fn(|cx| {
+        let mut s = slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match s.value.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}

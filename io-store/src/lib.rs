@@ -4,7 +4,10 @@
 //! This crate owns the on-disk layout of a log (`docs/wire.md` section 15) and when it is
 //! synced. It is the std layer under the drivers (`io-tokio`, `io-smol` and applications with
 //! their own loop): the core ([`proto_core::replication`]) asks a store to persist and never
-//! touches a file; this store does, synchronously, inside [`LogStore::persist`].
+//! touches a file; this store does, synchronously, inside [`LogStore::persist`], or, after
+//! [`FileLog::background_syncs`], by queuing the sync for another thread and answering
+//! [`Sync::Later`] (the async drivers run the queue on a thread of its own with
+//! `io_async::Log::serve_persistence`, so the drive loop never waits for the disk).
 //!
 //! A log is a directory with two files: `events`, an append-only sequence of checksummed
 //! records (an event, or a skip-ahead marker), and `state`, the term and vote, replaced
@@ -117,6 +120,99 @@ pub struct FileLog {
     last_sync: WallInstant,
     error: Option<io::Error>,
     stats: FileLogStats,
+    /// Set by [`FileLog::background_syncs`]: syncs are queued here instead of done in place.
+    background: Option<Syncs>,
+}
+
+/// The syncs a [`FileLog`] in background mode leaves for another thread: each
+/// [`Sync::Later`] it answered queued one [`SyncJob`]. Run them in order, off the thread
+/// that drives the node, then report the ticket the node asked with
+/// (`Node::log_persisted`, or `io_async::Log::persisted`).
+#[derive(Debug, Clone, Default)]
+pub struct Syncs {
+    inner: std::sync::Arc<std::sync::Mutex<SyncsInner>>,
+}
+
+#[derive(Debug, Default)]
+struct SyncsInner {
+    jobs: VecDeque<SyncJob>,
+    failed: bool,
+    completed: u64,
+}
+
+/// One deferred sync: the events file's data, and the state file when it changed.
+#[derive(Debug)]
+pub struct SyncJob {
+    events: File,
+    state: Option<(PathBuf, HardState)>,
+}
+
+impl SyncJob {
+    /// Makes the job's events and state durable (`fdatasync` of the events file; the state
+    /// written aside, synced, renamed over the old one, and the directory synced).
+    ///
+    /// # Errors
+    /// The I/O error; the log then stops acknowledging (fail-stop).
+    pub fn run(self) -> io::Result<()> {
+        self.events.sync_data()?;
+        if let Some((dir, state)) = self.state {
+            let aside = dir.join("state.new");
+            let mut f = File::create(&aside)?;
+            f.write_all(&encode_state(state))?;
+            f.sync_all()?;
+            fs::rename(&aside, dir.join("state"))?;
+            File::open(&dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl Syncs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncsInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs every queued job, in order. Call it on a thread that may block, once per
+    /// persistence ticket; when it returns `Ok`, everything the ticket covers is durable.
+    ///
+    /// # Errors
+    /// The first failure: the log is then stopped and every later persist is refused
+    /// (nothing is acknowledged that is not on the disk).
+    pub fn run_pending(&self) -> io::Result<usize> {
+        let mut done = 0;
+        loop {
+            let job = {
+                let mut g = self.lock();
+                if g.failed {
+                    return Err(io::Error::other("an earlier background sync failed"));
+                }
+                g.jobs.pop_front()
+            };
+            let Some(job) = job else {
+                return Ok(done);
+            };
+            if let Err(e) = job.run() {
+                self.lock().failed = true;
+                return Err(e);
+            }
+            self.lock().completed += 1;
+            done += 1;
+        }
+    }
+
+    /// Jobs run to completion so far.
+    #[must_use]
+    pub fn completed(&self) -> u64 {
+        self.lock().completed
+    }
+
+    /// Jobs queued and not run yet.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.lock().jobs.len()
+    }
 }
 
 fn check(bytes: &[u8]) -> u32 {
@@ -282,7 +378,20 @@ impl FileLog {
                 torn_bytes: torn,
                 ..FileLogStats::default()
             },
+            background: None,
         })
+    }
+
+    /// Switches the log to background syncs: a persist that must sync writes its records,
+    /// queues the sync in the returned [`Syncs`] and answers [`Sync::Later`], so the thread
+    /// that drives the node never waits for the disk. Whoever handles the node's
+    /// `PersistRequested` runs [`Syncs::run_pending`] on a blocking thread and then reports
+    /// the ticket. Persists that need no sync under the policy (and change no term or vote)
+    /// still answer `Done`.
+    pub fn background_syncs(&mut self) -> Syncs {
+        let syncs = Syncs::default();
+        self.background = Some(syncs.clone());
+        syncs
     }
 
     /// The counters.
@@ -344,6 +453,43 @@ impl FileLog {
         }
         self.stats.state_writes += 1;
         Ok(())
+    }
+
+    /// Background mode: writes, and queues the sync instead of doing it.
+    fn persist_later(&mut self, syncs: &Syncs, state: HardState) -> Sync {
+        if syncs.lock().failed {
+            self.error = Some(io::Error::other("a background sync failed"));
+            return Sync::Later;
+        }
+        self.stats.persists += 1;
+        if let Err(e) = self.write_out() {
+            self.error = Some(e);
+            return Sync::Later;
+        }
+        let changed = state != self.state;
+        // A changed term or vote always goes through the queue, so that only the sync
+        // thread ever writes the state file.
+        if !changed && !self.should_sync() {
+            return Sync::Done;
+        }
+        let events = match self.file.try_clone() {
+            Ok(f) => f,
+            Err(e) => {
+                self.error = Some(e);
+                return Sync::Later;
+            }
+        };
+        if changed {
+            self.state = state;
+            self.stats.state_writes += 1;
+        }
+        self.stats.syncs += 1;
+        self.last_sync = WallInstant::now();
+        syncs.lock().jobs.push_back(SyncJob {
+            events,
+            state: changed.then(|| (self.dir.clone(), state)),
+        });
+        Sync::Later
     }
 
     fn persist_io(&mut self, state: HardState) -> io::Result<()> {
@@ -493,6 +639,9 @@ impl LogStore for FileLog {
     fn persist(&mut self, _upto: u64, state: HardState) -> Sync {
         if self.error.is_some() {
             return Sync::Later;
+        }
+        if let Some(syncs) = self.background.clone() {
+            return self.persist_later(&syncs, state);
         }
         match self.persist_io(state) {
             Ok(()) => Sync::Done,

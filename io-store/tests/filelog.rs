@@ -297,3 +297,37 @@ fn a_node_runs_a_log_on_files_across_a_close_and_a_reopen() {
     let s = node.log_status(log).unwrap();
     assert_eq!((s.next_seq, s.term), (10, term));
 }
+
+#[test]
+fn background_syncs_answer_later_and_make_the_write_durable_when_run() {
+    let d = dir("background");
+    let vote = HardState {
+        term: 3,
+        voted_for: None,
+    };
+    {
+        let mut log = FileLog::open(&d, FileLogConfig::default()).expect("open");
+        let syncs = log.background_syncs();
+        log.append(0, 3, Instant::ZERO, b"deferred")
+            .expect("append");
+        assert_eq!(
+            log.persist(1, vote),
+            Sync::Later,
+            "the sync is left to another thread"
+        );
+        assert_eq!(syncs.queued(), 1);
+        assert_eq!(syncs.run_pending().expect("sync"), 1);
+        assert_eq!((syncs.queued(), syncs.completed()), (0, 1));
+        // Nothing new: under Always a persist still syncs, but no state is rewritten.
+        assert_eq!(log.persist(1, vote), Sync::Later);
+        assert_eq!(syncs.run_pending().expect("sync"), 1);
+    }
+    let log = FileLog::open(&d, FileLogConfig::default()).expect("reopen");
+    assert_eq!(log.next_seq(), 1);
+    assert_eq!(
+        log.hard_state(),
+        vote,
+        "the state file was written by the sync"
+    );
+    assert_eq!(log.read(0, 1, 1 << 10)[0].payload, b"deferred");
+}

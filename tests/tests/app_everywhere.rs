@@ -235,3 +235,99 @@ fn log_failover_under_tokio_over_file_logs_that_fsync_every_append() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn file_logs_sync_off_the_drive_loop_and_appends_wait_for_the_disk() {
+    use io_store::{FileLog, FileLogConfig, FsyncPolicy};
+    use proto_core::replication::{Durability, LogSpec, Placement, ReplicationConfig, Role};
+    let dir = std::env::temp_dir().join(format!("net-filelog-bg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dirs: Vec<_> = (0..3).map(|i| dir.join(format!("node{i}"))).collect();
+    let queued_after = rt.block_on(async {
+        let eps: Vec<io_tokio::Endpoint> = (0..3u8)
+            .map(|i| {
+                io_tokio::Endpoint::bind(
+                    local(),
+                    Identity::from_secret_bytes([70 + i; 32]),
+                    seeded(70 + u64::from(i)),
+                )
+                .expect("bind")
+            })
+            .collect();
+        for (i, a) in eps.iter().enumerate() {
+            for b in eps.iter().skip(i + 1) {
+                a.connect(b.local_addr(), b.peer_spec())
+                    .await
+                    .expect("connect");
+            }
+        }
+        let cfg = ReplicationConfig {
+            factor: 3,
+            heartbeat_ms: 100,
+            placement: Placement::Pinned(eps.iter().map(|e| e.node_id()).collect()),
+            ..ReplicationConfig::default()
+        };
+        let mut logs = Vec::new();
+        let mut all_syncs = Vec::new();
+        for (i, e) in eps.iter().enumerate() {
+            let fcfg = FileLogConfig {
+                policy: FsyncPolicy::Always,
+                ..FileLogConfig::default()
+            };
+            let mut store = FileLog::open(&dirs[i], fcfg).expect("open");
+            let syncs = store.background_syncs();
+            let log = e
+                .open_log("bg", LogSpec::new(cfg.clone(), Box::new(store)))
+                .expect("open log");
+            let (l, s) = (log.clone(), syncs.clone());
+            tokio::spawn(async move {
+                l.serve_persistence(move || s.run_pending().map(|_| ()))
+                    .await
+            });
+            logs.push(log);
+            all_syncs.push(syncs);
+        }
+        let mut leader = None;
+        for _ in 0..1000 {
+            leader = logs
+                .iter()
+                .position(|l| l.status().is_some_and(|s| s.role == Role::Leader));
+            if leader.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let l = &logs[leader.expect("a leader")];
+        for i in 0..50u32 {
+            l.append(&i.to_be_bytes(), Durability::Quorum)
+                .await
+                .expect("acknowledged");
+        }
+        all_syncs
+            .iter()
+            .map(io_store::Syncs::queued)
+            .collect::<Vec<_>>()
+    });
+    // Every sync the leader asked for ran (acknowledgements wait for them).
+    assert!(
+        queued_after.iter().filter(|&&q| q == 0).count() >= 2,
+        "{queued_after:?}"
+    );
+    let mut on_disk = 0;
+    for d in &dirs {
+        let log = FileLog::open(d, FileLogConfig::default()).expect("reopen");
+        if proto_core::replication::LogStore::next_seq(&log) >= 50 {
+            on_disk += 1;
+        }
+    }
+    assert!(
+        on_disk >= 2,
+        "a quorum holds all 50 acknowledged events on disk"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
