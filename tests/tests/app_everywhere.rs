@@ -26,13 +26,31 @@ fn seeded(n: u64) -> EndpointConfig {
     config(Seed::from_u64(n))
 }
 
-#[test]
-fn under_tokio() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+/// Three endpoints on 127.0.0.1, identities and seeds from `base`.
+fn tokio_endpoints(base: u8) -> Vec<io_tokio::Endpoint> {
+    (0..3u8)
+        .map(|i| {
+            io_tokio::Endpoint::bind(
+                local(),
+                Identity::from_secret_bytes([base + i; 32]),
+                seeded(u64::from(base + i)),
+            )
+            .expect("bind")
+        })
+        .collect()
+}
+
+#[test]
+fn under_tokio() {
+    let rt = tokio_runtime();
     let report = rt.block_on(async {
         let a =
             io_tokio::Endpoint::bind(local(), Identity::from_secret_bytes([21; 32]), seeded(21));
@@ -142,11 +160,7 @@ fn log_failover_under_io_sim() {
 
 #[test]
 fn log_failover_under_tokio_with_a_node_killed() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio_runtime();
     let report = rt.block_on(async {
         let eps: Vec<io_tokio::Endpoint> = (0..3u8)
             .map(|i| {
@@ -191,23 +205,10 @@ fn log_failover_under_tokio_over_file_logs_that_fsync_every_append() {
     use io_store::{FileLog, FileLogConfig, FsyncPolicy};
     let dir = std::env::temp_dir().join(format!("net-filelog-failover-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio_runtime();
     let dirs: Vec<_> = (0..3).map(|i| dir.join(format!("node{i}"))).collect();
     let report = rt.block_on(async {
-        let eps: Vec<io_tokio::Endpoint> = (0..3u8)
-            .map(|i| {
-                io_tokio::Endpoint::bind(
-                    local(),
-                    Identity::from_secret_bytes([60 + i; 32]),
-                    seeded(60 + u64::from(i)),
-                )
-                .expect("bind")
-            })
-            .collect();
+        let eps = tokio_endpoints(60);
         let inner: Vec<Endpoint> = eps.iter().map(|e| e.inner().clone()).collect();
         let store = |i: usize| -> Box<dyn proto_core::replication::LogStore + Send> {
             let cfg = FileLogConfig {
@@ -242,23 +243,10 @@ fn file_logs_sync_off_the_drive_loop_and_appends_wait_for_the_disk() {
     use proto_core::replication::{Durability, LogSpec, Placement, ReplicationConfig, Role};
     let dir = std::env::temp_dir().join(format!("net-filelog-bg-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio_runtime();
     let dirs: Vec<_> = (0..3).map(|i| dir.join(format!("node{i}"))).collect();
     let queued_after = rt.block_on(async {
-        let eps: Vec<io_tokio::Endpoint> = (0..3u8)
-            .map(|i| {
-                io_tokio::Endpoint::bind(
-                    local(),
-                    Identity::from_secret_bytes([70 + i; 32]),
-                    seeded(70 + u64::from(i)),
-                )
-                .expect("bind")
-            })
-            .collect();
+        let eps = tokio_endpoints(70);
         for (i, a) in eps.iter().enumerate() {
             for b in eps.iter().skip(i + 1) {
                 a.connect(b.local_addr(), b.peer_spec())
