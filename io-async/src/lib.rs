@@ -31,6 +31,8 @@ pub mod demo;
 mod driver;
 mod endpoint;
 mod error;
+#[cfg(feature = "kernel")]
+pub mod kernel;
 mod log;
 mod resilient;
 mod runtime;

@@ -29,8 +29,8 @@ pub fn default_config(seed: Seed) -> Config {
     Config::new(seed).with_provider(Arc::new(AwsLc))
 }
 
-/// Socket buffer size asked of the kernel for each direction.
-pub const SOCKET_BUFFER: usize = 4 << 20;
+use io_async::kernel::Offload;
+pub use io_async::kernel::{bind_std, SOCKET_BUFFER};
 
 type Spawner = Arc<dyn Fn(Task) + Send + Sync>;
 
@@ -93,17 +93,11 @@ impl Runtime for SmolRuntime {
     }
 
     fn bind(&self, addr: SocketAddr) -> io::Result<Box<dyn AsyncUdpSocket>> {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        // Larger buffers are an optimisation; a kernel that refuses them still works.
-        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-        socket.bind(&addr.into())?;
-        let std: std::net::UdpSocket = socket.into();
-        let state = quinn_udp::UdpSocketState::new((&std).into())?;
+        let std = bind_std(addr)?;
+        let offload = Offload::new((&std).into())?;
         Ok(Box::new(SmolUdp {
             io: Async::new(std)?,
-            state,
+            offload,
         }))
     }
 }
@@ -126,28 +120,41 @@ impl AsyncTimer for SmolTimer {
     }
 }
 
-/// An async-io socket with the kernel's batch paths through quinn-udp (GSO on send, GRO and
-/// recvmmsg on receive, where the platform has them).
+/// An async-io socket with the kernel's batch paths ([`io_async::kernel`]): GSO on send, GRO
+/// and recvmmsg on receive, where the platform has them.
+#[derive(Debug)]
 struct SmolUdp {
     io: Async<std::net::UdpSocket>,
-    state: quinn_udp::UdpSocketState,
+    offload: Offload,
 }
 
-impl fmt::Debug for SmolUdp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SmolUdp")
-            .field("local", &self.io.get_ref().local_addr().ok())
-            .field("gso", &self.state.max_gso_segments())
-            .finish()
+impl SmolUdp {
+    /// Retries `op` until it does not block, waiting for the socket to be `writable` (or
+    /// readable).
+    fn ready_loop<T>(
+        &self,
+        cx: &mut Context<'_>,
+        writable: bool,
+        mut op: impl FnMut(&std::net::UdpSocket) -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        loop {
+            match op(self.io.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            }
+            let ready = if writable {
+                self.io.poll_writable(cx)
+            } else {
+                self.io.poll_readable(cx)
+            };
+            match ready {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
-
-/// Receive buffers per recvmmsg call.
-const RECV_BATCH: usize = if quinn_udp::BATCH_SIZE < 32 {
-    quinn_udp::BATCH_SIZE
-} else {
-    32
-};
 
 impl AsyncUdpSocket for SmolUdp {
     fn poll_recv(
@@ -155,31 +162,11 @@ impl AsyncUdpSocket for SmolUdp {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
-        loop {
-            match self.io.get_ref().recv_from(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                r => return Poll::Ready(r),
-            }
-            match self.io.poll_readable(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        self.ready_loop(cx, false, |s| s.recv_from(buf))
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8], to: SocketAddr) -> Poll<io::Result<()>> {
-        loop {
-            match self.io.get_ref().send_to(buf, to) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                r => return Poll::Ready(r.map(|_| ())),
-            }
-            match self.io.poll_writable(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        self.ready_loop(cx, true, |s| s.send_to(buf, to).map(|_| ()))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -187,7 +174,7 @@ impl AsyncUdpSocket for SmolUdp {
     }
 
     fn max_segments(&self) -> usize {
-        self.state.max_gso_segments()
+        self.offload.max_segments()
     }
 
     fn poll_send_segments(
@@ -197,28 +184,13 @@ impl AsyncUdpSocket for SmolUdp {
         segment_size: usize,
         to: SocketAddr,
     ) -> Poll<io::Result<()>> {
-        let t = quinn_udp::Transmit {
-            destination: to,
-            ecn: None,
-            contents,
-            segment_size: Some(segment_size),
-            src_ip: None,
-        };
-        loop {
-            match self.state.try_send(self.io.get_ref().into(), &t) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                r => return Poll::Ready(r),
-            }
-            match self.io.poll_writable(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        self.ready_loop(cx, true, |s| {
+            self.offload.try_send(s.into(), contents, segment_size, to)
+        })
     }
 
     fn recv_batch(&self) -> (usize, usize) {
-        (RECV_BATCH, self.state.gro_segments())
+        self.offload.recv_batch()
     }
 
     fn poll_recv_batch(
@@ -227,32 +199,7 @@ impl AsyncUdpSocket for SmolUdp {
         bufs: &mut [std::io::IoSliceMut<'_>],
         meta: &mut [io_async::RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let mut q = [quinn_udp::RecvMeta::default(); RECV_BATCH];
-        let n = bufs.len().min(meta.len()).min(RECV_BATCH);
-        let (Some(bufs), Some(qm)) = (bufs.get_mut(..n), q.get_mut(..n)) else {
-            return Poll::Ready(Ok(0));
-        };
-        loop {
-            match self.state.recv(self.io.get_ref().into(), bufs, qm) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-                Ok(got) => {
-                    for (m, r) in meta.iter_mut().zip(qm.iter()).take(got) {
-                        *m = io_async::RecvMeta {
-                            from: r.addr,
-                            len: r.len,
-                            stride: r.stride,
-                        };
-                    }
-                    return Poll::Ready(Ok(got));
-                }
-            }
-            match self.io.poll_readable(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        self.ready_loop(cx, false, |s| self.offload.try_recv(s.into(), bufs, meta))
     }
 }
 

@@ -105,15 +105,15 @@ async fn raw_goodput() -> f64 {
 
 /// Raw goodput with the kernel's batch paths, as the driver's socket uses them: GSO sends of
 /// up to the kernel's segment limit of 1400-byte datagrams, GRO + recvmmsg receives
-/// (quinn-udp), bytes per second received.
+/// (`io_async::kernel`, the driver's own calls), bytes per second received.
 async fn raw_batched_goodput() -> f64 {
-    use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
+    use io_tokio::kernel::{Offload, RECV_BATCH};
     use tokio::io::Interest;
     let a = io_tokio::bind_std("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let b = io_tokio::bind_std("127.0.0.1:0".parse().expect("addr")).expect("bind");
-    let (sa, sb) = (
-        UdpSocketState::new((&a).into()).expect("state"),
-        UdpSocketState::new((&b).into()).expect("state"),
+    let (oa, ob) = (
+        Offload::new((&a).into()).expect("offload"),
+        Offload::new((&b).into()).expect("offload"),
     );
     let to = b.local_addr().expect("addr");
     let (a, b) = (
@@ -124,10 +124,9 @@ async fn raw_batched_goodput() -> f64 {
     let rx = {
         let received = received.clone();
         tokio::spawn(async move {
-            let gro = sb.gro_segments().max(1);
-            let slot = gro * 2048;
-            let mut buf = vec![0u8; slot * BATCH_SIZE];
-            let mut meta = vec![RecvMeta::default(); BATCH_SIZE];
+            let slot = ob.recv_batch().1.max(1) * 2048;
+            let mut buf = vec![0u8; slot * RECV_BATCH];
+            let mut meta = vec![io_tokio::RecvMeta::default(); RECV_BATCH];
             loop {
                 if b.readable().await.is_err() {
                     return;
@@ -135,7 +134,7 @@ async fn raw_batched_goodput() -> f64 {
                 let mut slices: Vec<std::io::IoSliceMut<'_>> =
                     buf.chunks_mut(slot).map(std::io::IoSliceMut::new).collect();
                 if let Ok(n) = b.try_io(Interest::READABLE, || {
-                    sb.recv((&b).into(), &mut slices, &mut meta)
+                    ob.try_recv((&b).into(), &mut slices, &mut meta)
                 }) {
                     let bytes: usize = meta.iter().take(n).map(|m| m.len).sum();
                     received.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -145,21 +144,16 @@ async fn raw_batched_goodput() -> f64 {
     };
     let tx = tokio::spawn(async move {
         // A segmented send carries at most 64,000 bytes in all (the UDP limit), as the driver's.
-        let segs = sa.max_gso_segments().clamp(1, 64_000 / 1400);
+        let segs = oa.max_segments().clamp(1, 64_000 / 1400);
         let payload = vec![0x5a; 1400 * segs];
         let start = WallInstant::now();
         while start.elapsed() < WINDOW {
             if a.writable().await.is_err() {
                 break;
             }
-            let t = Transmit {
-                destination: to,
-                ecn: None,
-                contents: &payload,
-                segment_size: Some(1400),
-                src_ip: None,
-            };
-            let _ = a.try_io(Interest::WRITABLE, || sa.try_send((&a).into(), &t));
+            let _ = a.try_io(Interest::WRITABLE, || {
+                oa.try_send((&a).into(), &payload, 1400, to)
+            });
         }
         start.elapsed().as_secs_f64()
     });

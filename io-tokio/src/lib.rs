@@ -30,6 +30,7 @@ use std::time::Duration;
 use proto_core::crypto::AwsLc;
 use proto_core::{Config, Instant, Seed};
 
+use io_async::kernel::Offload;
 pub use io_async::*;
 pub use proto_core::{Identity, Mode, NodeId, PeerSpec};
 
@@ -39,9 +40,7 @@ pub fn default_config(seed: Seed) -> Config {
     Config::new(seed).with_provider(Arc::new(AwsLc))
 }
 
-/// Socket buffer size asked of the kernel for each direction: room for a window of
-/// datagrams at loopback and LAN rates (the kernel may cap it at `net.core.*mem_max`).
-pub const SOCKET_BUFFER: usize = 4 << 20;
+pub use io_async::kernel::{bind_std, SOCKET_BUFFER};
 
 /// [`Runtime`] over tokio: the clock is tokio's (so `tokio::time::pause` works in tests),
 /// tasks go to the runtime whose handle it holds.
@@ -100,21 +99,6 @@ impl Runtime for TokioRuntime {
     }
 }
 
-/// A non-blocking std socket at `addr` with [`SOCKET_BUFFER`]-sized buffers.
-///
-/// # Errors
-/// The OS refused the socket or the address.
-pub fn bind_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Larger buffers are an optimisation; a kernel that refuses them still works.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
 #[derive(Debug)]
 struct TokioTimer {
     sleep: Pin<Box<tokio::time::Sleep>>,
@@ -133,59 +117,56 @@ impl AsyncTimer for TokioTimer {
     }
 }
 
-/// A tokio socket with the kernel's batch paths through quinn-udp: segmentation offload
-/// (GSO) on send, receive offload (GRO) and recvmmsg on receive, where the platform has them.
+/// A tokio socket with the kernel's batch paths ([`io_async::kernel`]): GSO on send, GRO and
+/// recvmmsg on receive, where the platform has them.
 struct TokioUdp {
     io: tokio::net::UdpSocket,
-    state: quinn_udp::UdpSocketState,
+    offload: Offload,
 }
 
 impl core::fmt::Debug for TokioUdp {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("TokioUdp")
             .field("local", &self.io.local_addr().ok())
-            .field("gso", &self.state.max_gso_segments())
-            .field("gro", &self.state.gro_segments())
+            .field("offload", &self.offload)
             .finish()
     }
 }
 
 impl TokioUdp {
     fn new(socket: std::net::UdpSocket) -> io::Result<TokioUdp> {
-        let state = quinn_udp::UdpSocketState::new((&socket).into())?;
+        let offload = Offload::new((&socket).into())?;
         Ok(TokioUdp {
             io: tokio::net::UdpSocket::from_std(socket)?,
-            state,
+            offload,
         })
-    }
-
-    fn poll_transmit(
-        &self,
-        cx: &mut Context<'_>,
-        t: &quinn_udp::Transmit<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            match self.io.poll_send_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-            match self.io.try_io(tokio::io::Interest::WRITABLE, || {
-                self.state.try_send((&self.io).into(), t)
-            }) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                r => return Poll::Ready(r),
-            }
-        }
     }
 }
 
-/// Receive buffers per recvmmsg call.
-const RECV_BATCH: usize = if quinn_udp::BATCH_SIZE < 32 {
-    quinn_udp::BATCH_SIZE
-} else {
-    32
-};
+/// Retries `op` whenever tokio's readiness for `interest` turns out stale.
+fn ready_loop<T>(
+    io: &tokio::net::UdpSocket,
+    cx: &mut Context<'_>,
+    interest: tokio::io::Interest,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    loop {
+        let ready = if interest.is_readable() {
+            io.poll_recv_ready(cx)
+        } else {
+            io.poll_send_ready(cx)
+        };
+        match ready {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        match io.try_io(interest, &mut op) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => return Poll::Ready(r),
+        }
+    }
+}
 
 impl AsyncUdpSocket for TokioUdp {
     fn poll_recv(
@@ -211,7 +192,7 @@ impl AsyncUdpSocket for TokioUdp {
     }
 
     fn max_segments(&self) -> usize {
-        self.state.max_gso_segments()
+        self.offload.max_segments()
     }
 
     fn poll_send_segments(
@@ -221,20 +202,14 @@ impl AsyncUdpSocket for TokioUdp {
         segment_size: usize,
         to: SocketAddr,
     ) -> Poll<io::Result<()>> {
-        self.poll_transmit(
-            cx,
-            &quinn_udp::Transmit {
-                destination: to,
-                ecn: None,
-                contents,
-                segment_size: Some(segment_size),
-                src_ip: None,
-            },
-        )
+        ready_loop(&self.io, cx, tokio::io::Interest::WRITABLE, || {
+            self.offload
+                .try_send((&self.io).into(), contents, segment_size, to)
+        })
     }
 
     fn recv_batch(&self) -> (usize, usize) {
-        (RECV_BATCH, self.state.gro_segments())
+        self.offload.recv_batch()
     }
 
     fn poll_recv_batch(
@@ -243,34 +218,9 @@ impl AsyncUdpSocket for TokioUdp {
         bufs: &mut [std::io::IoSliceMut<'_>],
         meta: &mut [io_async::RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let mut q = [quinn_udp::RecvMeta::default(); RECV_BATCH];
-        let n = bufs.len().min(meta.len()).min(RECV_BATCH);
-        loop {
-            match self.io.poll_recv_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-            let (Some(bufs), Some(qm)) = (bufs.get_mut(..n), q.get_mut(..n)) else {
-                return Poll::Ready(Ok(0));
-            };
-            match self.io.try_io(tokio::io::Interest::READABLE, || {
-                self.state.recv((&self.io).into(), bufs, qm)
-            }) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-                Ok(got) => {
-                    for (m, r) in meta.iter_mut().zip(qm.iter()).take(got) {
-                        *m = io_async::RecvMeta {
-                            from: r.addr,
-                            len: r.len,
-                            stride: r.stride,
-                        };
-                    }
-                    return Poll::Ready(Ok(got));
-                }
-            }
-        }
+        ready_loop(&self.io, cx, tokio::io::Interest::READABLE, || {
+            self.offload.try_recv((&self.io).into(), bufs, meta)
+        })
     }
 }
 
