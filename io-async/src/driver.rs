@@ -153,6 +153,9 @@ impl Future for Driver {
             }
             let spawn = core::mem::take(&mut inner.to_spawn);
             if !spawn.is_empty() {
+                let n = spawn.len() as u64;
+                inner.stats.handlers_started += n;
+                inner.stats.handlers_running += n;
                 // Their handlers' first polls may answer at once: start them without the
                 // lock, then go round again to send the answers.
                 drop(inner);

@@ -409,11 +409,8 @@ pub(crate) fn start(shared: &Arc<Shared>, handler: Handler, incoming: Incoming) 
         handler(ServerCall { call, request }),
         span,
     ));
-    {
-        let mut inner = shared.lock();
-        inner.stats.handlers_started += 1;
-        inner.stats.handlers_running += 1;
-    }
+    // The drive loop counted it in `handlers_started`/`handlers_running` when it took the
+    // call off its list; `Abortable`'s drop counts it gone.
     let mut task = Abortable {
         shared: shared.clone(),
         call: id,

@@ -188,7 +188,6 @@ pub(crate) struct Inner {
     pub(crate) handlers: BTreeMap<String, Handler>,
     /// Incoming calls whose handler the drive loop starts once it has released the lock.
     pub(crate) to_spawn: Vec<(Handler, proto_core::rpc::Incoming)>,
-    pub(crate) services_changed: u64,
     pub(crate) services_wakers: Vec<Waker>,
     pub(crate) stats: DriverStats,
     /// `shutdown` started: no new sessions are accepted.
@@ -215,7 +214,6 @@ impl Inner {
             accept_waker: None,
             handlers: BTreeMap::new(),
             to_spawn: Vec::new(),
-            services_changed: 0,
             services_wakers: Vec::new(),
             stats: DriverStats::default(),
             closing: false,
@@ -445,7 +443,6 @@ impl Inner {
                 }
             }
             RpcEvent::ServicesChanged { .. } => {
-                self.services_changed += 1;
                 for w in self.services_wakers.drain(..) {
                     w.wake();
                 }

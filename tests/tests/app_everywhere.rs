@@ -162,16 +162,7 @@ fn log_failover_under_io_sim() {
 fn log_failover_under_tokio_with_a_node_killed() {
     let rt = tokio_runtime();
     let report = rt.block_on(async {
-        let eps: Vec<io_tokio::Endpoint> = (0..3u8)
-            .map(|i| {
-                io_tokio::Endpoint::bind(
-                    "127.0.0.1:0".parse().expect("addr"),
-                    Identity::from_secret_bytes([40 + i; 32]),
-                    config(Seed::from_u64(40 + u64::from(i))),
-                )
-                .expect("bind")
-            })
-            .collect();
+        let eps = tokio_endpoints(40);
         let inner: Vec<Endpoint> = eps.iter().map(|e| e.inner().clone()).collect();
         net_tests::app::log_failover(&inner, mem_store, 20, 5, Endpoint::abort).await
     });
@@ -185,12 +176,8 @@ fn log_failover_under_smol_with_a_node_killed() {
     let report = smol::block_on(async {
         let eps: Vec<io_smol::Endpoint> = (0..3u8)
             .map(|i| {
-                io_smol::Endpoint::bind(
-                    "127.0.0.1:0".parse().expect("addr"),
-                    Identity::from_secret_bytes([50 + i; 32]),
-                    config(Seed::from_u64(50 + u64::from(i))),
-                )
-                .expect("bind")
+                let id = Identity::from_secret_bytes([50 + i; 32]);
+                io_smol::Endpoint::bind(local(), id, seeded(50 + u64::from(i))).expect("bind")
             })
             .collect();
         let inner: Vec<Endpoint> = eps.iter().map(|e| e.inner().clone()).collect();

@@ -279,7 +279,8 @@ pub async fn run(
             .map_err(|e| format!("write: {e}"))?;
         out.finish().await.map_err(|e| format!("finish: {e}"))
     };
-    let (sent, received) = join(sender, receiver).await;
+    // `tokio::join!` only polls: it runs on io-sim's executor too.
+    let (sent, received) = tokio::join!(sender, receiver);
     sent?;
     let total = received?;
     let took = since(first, t);
@@ -415,29 +416,4 @@ async fn wait_leader(
         ep.sleep(Duration::from_millis(5)).await;
     }
     Err("no leader was elected within 10 s".into())
-}
-
-/// Both futures, to completion.
-pub async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
-    let (mut a, mut b) = (pin!(a), pin!(b));
-    let (mut ra, mut rb) = (None, None);
-    std::future::poll_fn(|cx| {
-        if ra.is_none() {
-            if let Poll::Ready(v) = a.as_mut().poll(cx) {
-                ra = Some(v);
-            }
-        }
-        if rb.is_none() {
-            if let Poll::Ready(v) = b.as_mut().poll(cx) {
-                rb = Some(v);
-            }
-        }
-        if ra.is_some() && rb.is_some() {
-            if let (Some(x), Some(y)) = (ra.take(), rb.take()) {
-                return Poll::Ready((x, y));
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }
