@@ -14,7 +14,7 @@ use proto_core::rpc::{
 use proto_core::{DisconnectReason, NodeId};
 
 use crate::endpoint::{Endpoint, CLOSE_SHUTDOWN};
-use crate::server::send_on;
+use crate::server::{poll_send_on, send_on};
 use crate::state::Shared;
 
 /// A cancel token: cancels every call started with it, on the wire.
@@ -146,7 +146,11 @@ impl<'a> CallBuilder<'a> {
         self
     }
 
-    fn start(&self, shape: Shape, body: Option<&[u8]>) -> Result<(CallId, NodeId), RpcError> {
+    fn start(
+        &self,
+        shape: Shape,
+        body: Option<&[u8]>,
+    ) -> Result<(CallId, NodeId, tracing::Span), RpcError> {
         let shared = &self.endpoint.shared;
         let mut inner = shared.lock();
         if inner.stopped.is_some() {
@@ -164,19 +168,27 @@ impl<'a> CallBuilder<'a> {
             Some(p) => inner.node.call(now, &p, spec).map(|c| (c, p)),
             None => inner.node.call_service(now, spec),
         };
-        if let Ok((id, peer)) = r {
-            inner.calls.entry(id).or_default();
-            tracing::debug!(call = id.0, %peer, service = %self.service, method = %self.method, ?shape, "call started");
-        }
         inner.wake_driver();
-        r
+        let (id, peer) = r?;
+        inner.calls.entry(id).or_default();
+        let span = tracing::debug_span!(
+            parent: &inner.peer_span(peer),
+            "rpc.call",
+            call = id.0,
+            service = %self.service,
+            method = %self.method,
+            ?shape,
+        );
+        tracing::trace!(parent: &span, "call started");
+        Ok((id, peer, span))
     }
 
-    fn handle(&self, call: CallId) -> ActiveCall {
+    fn handle(&self, call: CallId, span: tracing::Span) -> ActiveCall {
         ActiveCall {
             shared: self.endpoint.shared.clone(),
             call,
             done: false,
+            span,
         }
     }
 
@@ -187,8 +199,8 @@ impl<'a> CallBuilder<'a> {
     /// `ServerError`, `Transport`) as the call's result.
     pub fn unary(self, body: &[u8]) -> ReplyFuture {
         match self.start(Shape::Unary, Some(body)) {
-            Ok((call, peer)) => ReplyFuture {
-                call: Ok(self.handle(call)),
+            Ok((call, peer, span)) => ReplyFuture {
+                call: Ok(self.handle(call, span)),
                 peer: Some(peer),
             },
             Err(e) => ReplyFuture {
@@ -203,9 +215,9 @@ impl<'a> CallBuilder<'a> {
     /// # Errors
     /// As [`CallBuilder::unary`], at start; later failures as the stream's last item.
     pub fn server_streaming(self, body: &[u8]) -> Result<ResponseStream, RpcError> {
-        let (call, _) = self.start(Shape::ServerStreaming, Some(body))?;
+        let (call, _, span) = self.start(Shape::ServerStreaming, Some(body))?;
         Ok(ResponseStream {
-            call: self.handle(call),
+            call: self.handle(call, span),
         })
     }
 
@@ -214,15 +226,11 @@ impl<'a> CallBuilder<'a> {
     /// # Errors
     /// As [`CallBuilder::unary`], at start.
     pub fn client_streaming(self) -> Result<(RequestSink, ReplyFuture), RpcError> {
-        let (call, peer) = self.start(Shape::ClientStreaming, None)?;
+        let (call, peer, span) = self.start(Shape::ClientStreaming, None)?;
         Ok((
-            RequestSink {
-                shared: self.endpoint.shared.clone(),
-                call,
-                closed: false,
-            },
+            RequestSink::new(self.endpoint.shared.clone(), call),
             ReplyFuture {
-                call: Ok(self.handle(call)),
+                call: Ok(self.handle(call, span)),
                 peer: Some(peer),
             },
         ))
@@ -233,15 +241,11 @@ impl<'a> CallBuilder<'a> {
     /// # Errors
     /// As [`CallBuilder::unary`], at start.
     pub fn duplex(self) -> Result<(RequestSink, ResponseStream), RpcError> {
-        let (call, _) = self.start(Shape::Duplex, None)?;
+        let (call, _, span) = self.start(Shape::Duplex, None)?;
         Ok((
-            RequestSink {
-                shared: self.endpoint.shared.clone(),
-                call,
-                closed: false,
-            },
+            RequestSink::new(self.endpoint.shared.clone(), call),
             ResponseStream {
-                call: self.handle(call),
+                call: self.handle(call, span),
             },
         ))
     }
@@ -260,12 +264,26 @@ struct ActiveCall {
     shared: Arc<Shared>,
     call: CallId,
     done: bool,
+    /// `rpc.call{call, service, method, shape}`, a child of the session's span.
+    span: tracing::Span,
+}
+
+impl ActiveCall {
+    /// The call's outcome reached its caller: nothing to cancel any more.
+    fn resolved(&mut self, error: Option<&RpcError>) {
+        self.done = true;
+        match error {
+            None => tracing::trace!(parent: &self.span, "call succeeded"),
+            Some(e) => tracing::debug!(parent: &self.span, error = %e, "call failed"),
+        }
+    }
 }
 
 impl Drop for ActiveCall {
     fn drop(&mut self) {
         let mut inner = self.shared.lock();
         if !self.done {
+            tracing::debug!(parent: &self.span, "dropped unresolved; call cancelled");
             let now = self.shared.now();
             if let Ok(mut c) = inner.node.rpc_call(self.call) {
                 let _ = c.cancel(now);
@@ -311,7 +329,8 @@ impl Future for ReplyFuture {
             return Poll::Ready(Err(stopped_error()));
         };
         if let Some(r) = slot.reply.take() {
-            call.done = true;
+            drop(inner);
+            call.resolved(r.as_ref().err());
             return Poll::Ready(r);
         }
         if stopped {
@@ -351,7 +370,8 @@ impl ResponseStream {
             return Poll::Ready(Some(Ok(m)));
         }
         if let Some(r) = slot.ended.take() {
-            call.done = true;
+            drop(inner);
+            call.resolved(r.as_ref().err());
             return Poll::Ready(r.err().map(Err));
         }
         if stopped {
@@ -373,19 +393,56 @@ impl futures_core::Stream for ResponseStream {
 
 /// The request direction of a client-streaming or duplex call. Dropping it closes the
 /// direction (the server sees the end of the requests).
+///
+/// Send with [`RequestSink::send`], or use it as a [`futures_sink::Sink`] of `Vec<u8>`
+/// (`forward` a stream into it, `SinkExt::send`...; the vector is taken, not copied):
+/// `poll_ready` waits for the server's credit for the one request the sink holds,
+/// `poll_close` sends it and closes the direction.
 pub struct RequestSink {
     shared: Arc<Shared>,
     call: CallId,
     closed: bool,
+    /// The request `start_send` took that is not sent yet (a `Sink` holds at most one).
+    held: Option<Vec<u8>>,
+}
+
+impl core::fmt::Debug for RequestSink {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RequestSink")
+            .field("call", &self.call)
+            .field("closed", &self.closed)
+            .field("held", &self.held.as_ref().map(Vec::len))
+            .finish()
+    }
 }
 
 impl RequestSink {
+    fn new(shared: Arc<Shared>, call: CallId) -> RequestSink {
+        RequestSink {
+            shared,
+            call,
+            closed: false,
+            held: None,
+        }
+    }
+
     /// Sends one request, waiting for the server's credit.
     ///
     /// # Errors
     /// The call ended, or the message is too large.
     pub async fn send(&mut self, msg: &[u8]) -> Result<(), RpcError> {
+        core::future::poll_fn(|cx| self.poll_send_held(cx)).await?;
         send_on(&self.shared, self.call, msg).await
+    }
+
+    /// Sends the request the `Sink` side holds, if any.
+    fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        let Some(msg) = self.held.as_deref() else {
+            return Poll::Ready(Ok(()));
+        };
+        let r = core::task::ready!(poll_send_on(&self.shared, self.call, msg, cx));
+        self.held = None;
+        Poll::Ready(r)
     }
 
     /// No more requests.
@@ -410,6 +467,38 @@ impl RequestSink {
 impl Drop for RequestSink {
     fn drop(&mut self) {
         self.close_now();
+    }
+}
+
+impl futures_sink::Sink<Vec<u8>> for RequestSink {
+    type Error = RpcError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        self.get_mut().poll_send_held(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Vec<u8>) -> Result<(), RpcError> {
+        let this = self.get_mut();
+        if this.closed {
+            return Err(RpcError::Invalid(proto_core::rpc::Misuse::Closed));
+        }
+        if this.held.is_some() {
+            // `poll_ready` was not called first, or did not return `Ready(Ok)`.
+            return Err(RpcError::Invalid(proto_core::rpc::Misuse::WouldBlock));
+        }
+        this.held = Some(item);
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        self.get_mut().poll_send_held(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), RpcError>> {
+        let this = self.get_mut();
+        core::task::ready!(this.poll_send_held(cx))?;
+        this.close_now();
+        Poll::Ready(Ok(()))
     }
 }
 

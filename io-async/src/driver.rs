@@ -159,8 +159,8 @@ impl Future for Driver {
                 // Their handlers' first polls may answer at once: start them without the
                 // lock, then go round again to send the answers.
                 drop(inner);
-                for (handler, incoming) in spawn {
-                    crate::server::start(&shared, handler, incoming);
+                for (handler, incoming, parent) in spawn {
+                    crate::server::start(&shared, handler, incoming, &parent);
                 }
                 continue;
             }

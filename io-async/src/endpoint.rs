@@ -117,12 +117,12 @@ impl Endpoint {
             datagrams: config.datagram_queue.max(1),
             accept: config.accept_queue.max(1),
         };
+        let span = tracing::debug_span!("endpoint", node = %id, %local);
         let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner::new(node, bounds)),
+            inner: Mutex::new(Inner::new(node, bounds, span.clone())),
             runtime: runtime.clone(),
         });
-        let driver = Driver::new(shared.clone(), socket, config.budget)
-            .with_span(tracing::debug_span!("endpoint", node = %id, %local));
+        let driver = Driver::new(shared.clone(), socket, config.budget).with_span(span);
         runtime.spawn(Box::pin(driver));
         tracing::debug!(node = ?id, %local, "endpoint bound");
         Ok(Endpoint {
@@ -393,6 +393,16 @@ impl Connection {
         self.info.initiator
     }
 
+    /// The session's `tracing` span (`session{id, peer, addr, initiator}`, a child of the
+    /// endpoint's). The driver's events about this session, its streams' spans and the spans
+    /// of handlers serving its calls sit under it; instrument your own work on the connection
+    /// with it (`fut.instrument(conn.span().clone())`) to see it in the same tree. Disabled
+    /// when no subscriber wants `DEBUG` spans.
+    #[must_use]
+    pub fn span(&self) -> tracing::Span {
+        self.shared.lock().session_span(self.session)
+    }
+
     /// What to pass to [`Endpoint::connect`] to reach this peer again with IK.
     #[must_use]
     pub fn peer_spec(&self) -> PeerSpec {
@@ -465,7 +475,15 @@ impl Connection {
             .map_err(ConnectionError::Core)?;
         inner.streams.entry((self.session, id)).or_default();
         inner.wake_driver();
-        Ok(Stream::new(self.shared.clone(), self.session, id, mode))
+        let parent = inner.session_span(self.session);
+        Ok(Stream::new(
+            self.shared.clone(),
+            self.session,
+            id,
+            mode,
+            &parent,
+            true,
+        ))
     }
 
     /// The next stream the peer opened.
@@ -478,7 +496,14 @@ impl Connection {
             let stopped = inner.stopped.is_some();
             let slot = inner.sessions.entry(self.session).or_default();
             if let Some((id, mode)) = slot.incoming_streams.pop_front() {
-                return Poll::Ready(Ok(Stream::new(self.shared.clone(), self.session, id, mode)));
+                return Poll::Ready(Ok(Stream::new(
+                    self.shared.clone(),
+                    self.session,
+                    id,
+                    mode,
+                    &slot.span.0,
+                    false,
+                )));
             }
             if let Some(reason) = slot.ended {
                 return Poll::Ready(Err(ConnectionError::Closed(reason)));

@@ -298,61 +298,116 @@ impl futures_core::Stream for LogTail {
 
 impl Log {
     /// Serves the persistence requests of a store that syncs later (for example
-    /// `io_store::FileLog` after `background_syncs`): for each, runs `sync` on a thread of its
-    /// own, so the drive loop never waits for the disk, and reports the ticket once `sync`
-    /// succeeded. Returns when the log or the endpoint goes away, or with the first failure
-    /// (nothing more is reported, so the log stops acknowledging: fail-stop).
+    /// `io_store::FileLog` after `background_syncs`). `sync` runs on one worker thread of its
+    /// own, started here and stopped when this returns, so the drive loop never waits for the
+    /// disk. Requests that queued while a sync ran are served by the next one together (a
+    /// group commit: one sync covers every write before it), and each of their tickets is
+    /// reported once that sync succeeded. Returns when the log or the endpoint goes away, or
+    /// with the first failure (nothing more is reported, so the log stops acknowledging:
+    /// fail-stop).
     ///
     /// # Errors
-    /// The error `sync` returned.
+    /// The error `sync` returned, or [`std::io::ErrorKind::Other`] when the worker thread
+    /// cannot be started or died in `sync`.
     pub async fn serve_persistence<F>(&self, sync: F) -> std::io::Result<()>
     where
-        F: Fn() -> std::io::Result<()> + Send + Sync + 'static,
+        F: FnMut() -> std::io::Result<()> + Send + 'static,
     {
-        let sync = Arc::new(sync);
+        let worker = SyncWorker::start(sync)?;
+        let mut tickets = Vec::new();
         while let Some((ticket, _upto)) = self.next_persist_request().await {
-            let f = sync.clone();
-            blocking(move || f()).await?;
-            if let Err(e) = self.persisted(ticket) {
-                return Err(std::io::Error::other(e.to_string()));
+            tickets.clear();
+            tickets.push(ticket);
+            // Everything asked for so far was written before this sync starts.
+            {
+                let mut inner = self.shared.lock();
+                if let Some(l) = inner.logs.get_mut(&self.id) {
+                    tickets.extend(l.persist_requests.drain(..).map(|(t, _)| t));
+                }
+            }
+            worker.run().await?;
+            for &t in &tickets {
+                if let Err(e) = self.persisted(t) {
+                    return Err(std::io::Error::other(e.to_string()));
+                }
             }
         }
         Ok(())
     }
 }
 
-/// Runs `f` on a new thread; resolves with its result.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    struct Slot<T> {
-        value: Option<T>,
-        waker: Option<core::task::Waker>,
+/// One thread that runs a sync function on request, for as long as the worker lives.
+struct SyncWorker {
+    /// One request at a time: the caller waits for each result before it asks again.
+    requests: std::sync::mpsc::SyncSender<()>,
+    done: Arc<std::sync::Mutex<Done>>,
+}
+
+#[derive(Default)]
+struct Done {
+    result: Option<std::io::Result<()>>,
+    /// The thread has gone (the function panicked, or the worker was dropped).
+    gone: bool,
+    waker: Option<core::task::Waker>,
+}
+
+impl SyncWorker {
+    fn start<F>(mut sync: F) -> std::io::Result<SyncWorker>
+    where
+        F: FnMut() -> std::io::Result<()> + Send + 'static,
+    {
+        let (requests, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let done = Arc::new(std::sync::Mutex::new(Done::default()));
+        let theirs = done.clone();
+        std::thread::Builder::new()
+            .name(String::from("net-log-sync"))
+            .spawn(move || {
+                // Marks the worker gone however the thread ends, panics included.
+                struct Gone(Arc<std::sync::Mutex<Done>>);
+                impl Drop for Gone {
+                    fn drop(&mut self) {
+                        let mut d = lock_done(&self.0);
+                        d.gone = true;
+                        if let Some(w) = d.waker.take() {
+                            w.wake();
+                        }
+                    }
+                }
+                let gone = Gone(theirs);
+                while rx.recv().is_ok() {
+                    let r = sync();
+                    let mut d = lock_done(&gone.0);
+                    d.result = Some(r);
+                    if let Some(w) = d.waker.take() {
+                        w.wake();
+                    }
+                }
+            })?;
+        Ok(SyncWorker { requests, done })
     }
-    let slot = Arc::new(std::sync::Mutex::new(Slot {
-        value: None,
-        waker: None,
-    }));
-    let theirs = slot.clone();
-    std::thread::spawn(move || {
-        let v = f();
-        let mut s = theirs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.value = Some(v);
-        if let Some(w) = s.waker.take() {
-            w.wake();
+
+    /// Runs the function once on the worker thread and waits for its result.
+    async fn run(&self) -> std::io::Result<()> {
+        if self.requests.send(()).is_err() {
+            return Err(std::io::Error::other("the log's sync thread has stopped"));
         }
-    });
-    core::future::poll_fn(|cx| {
-        let mut s = slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match s.value.take() {
-            Some(v) => Poll::Ready(v),
-            None => {
-                s.waker = Some(cx.waker().clone());
-                Poll::Pending
+        core::future::poll_fn(|cx| {
+            let mut d = lock_done(&self.done);
+            if let Some(r) = d.result.take() {
+                return Poll::Ready(r);
             }
-        }
-    })
-    .await
+            if d.gone {
+                return Poll::Ready(Err(std::io::Error::other(
+                    "the log's sync thread died in the sync (it panicked)",
+                )));
+            }
+            d.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+fn lock_done(m: &std::sync::Mutex<Done>) -> std::sync::MutexGuard<'_, Done> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -195,26 +195,34 @@ pub(crate) async fn send_on(
     call: CallId,
     msg: &[u8],
 ) -> Result<(), RpcError> {
-    core::future::poll_fn(|cx| {
-        let mut inner = shared.lock();
-        let now = shared.now();
-        let r = match inner.node.rpc_call(call) {
-            Ok(mut c) => c.send(now, msg),
-            Err(e) => Err(e),
-        };
-        inner.wake_driver();
-        match r {
-            Err(RpcError::Invalid(Misuse::WouldBlock)) => match inner.calls.get_mut(&call) {
-                Some(slot) if slot.aborted.is_none() && slot.ended.is_none() => {
-                    slot.send_waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-                _ => Poll::Ready(Err(RpcError::Cancelled)),
-            },
-            other => Poll::Ready(other),
-        }
-    })
-    .await
+    core::future::poll_fn(|cx| poll_send_on(shared, call, msg, cx)).await
+}
+
+/// One try at sending `msg` on `call`: `Pending` (waker registered) while the peer's credit
+/// or the stream's window is used up.
+pub(crate) fn poll_send_on(
+    shared: &Arc<Shared>,
+    call: CallId,
+    msg: &[u8],
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), RpcError>> {
+    let mut inner = shared.lock();
+    let now = shared.now();
+    let r = match inner.node.rpc_call(call) {
+        Ok(mut c) => c.send(now, msg),
+        Err(e) => Err(e),
+    };
+    inner.wake_driver();
+    match r {
+        Err(RpcError::Invalid(Misuse::WouldBlock)) => match inner.calls.get_mut(&call) {
+            Some(slot) if slot.aborted.is_none() && slot.ended.is_none() => {
+                slot.send_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            _ => Poll::Ready(Err(RpcError::Cancelled)),
+        },
+        other => Poll::Ready(other),
+    }
 }
 
 type MethodFn = Arc<dyn Fn(ServerCall) -> BoxFuture<()> + Send + Sync>;
@@ -384,7 +392,12 @@ fn end_stream(call: &CallRef, r: Result<(), Status>) {
 }
 
 /// Starts the handler task of one incoming call (the drive loop calls it without the lock).
-pub(crate) fn start(shared: &Arc<Shared>, handler: Handler, incoming: Incoming) {
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    handler: Handler,
+    incoming: Incoming,
+    parent: &tracing::Span,
+) {
     let call = Arc::new(CallRef {
         shared: shared.clone(),
         call: incoming.call,
@@ -399,6 +412,7 @@ pub(crate) fn start(shared: &Arc<Shared>, handler: Handler, incoming: Incoming) 
     };
     let id = incoming.call;
     let span = tracing::debug_span!(
+        parent: parent,
         "rpc.handler",
         call = id.0,
         peer = %incoming.peer,

@@ -70,6 +70,18 @@ pub(crate) struct SessionSlot {
     pub(crate) closed_wakers: Vec<Waker>,
     /// A `connect` waits for this session.
     pub(crate) connect_waker: Option<Waker>,
+    /// The session's `tracing` span (a child of the endpoint's); its streams' and calls'
+    /// spans are children of it.
+    pub(crate) span: SpanCell,
+}
+
+/// A `tracing` span that starts disabled (what `Default` gives a new slot).
+pub(crate) struct SpanCell(pub(crate) tracing::Span);
+
+impl Default for SpanCell {
+    fn default() -> SpanCell {
+        SpanCell(tracing::Span::none())
+    }
 }
 
 /// What one stream's handle waits on.
@@ -173,6 +185,8 @@ pub struct DriverStats {
 /// The node and the handle slots, under one lock.
 pub(crate) struct Inner {
     pub(crate) node: Node,
+    /// The endpoint's `tracing` span, the parent of every session's.
+    pub(crate) span: tracing::Span,
     /// The drive loop is inside its poll.
     pub(crate) driver_running: bool,
     /// Something woke the drive loop while it was inside its poll.
@@ -187,7 +201,7 @@ pub(crate) struct Inner {
     pub(crate) accept_waker: Option<Waker>,
     pub(crate) handlers: BTreeMap<String, Handler>,
     /// Incoming calls whose handler the drive loop starts once it has released the lock.
-    pub(crate) to_spawn: Vec<(Handler, proto_core::rpc::Incoming)>,
+    pub(crate) to_spawn: Vec<(Handler, proto_core::rpc::Incoming, tracing::Span)>,
     pub(crate) services_wakers: Vec<Waker>,
     pub(crate) stats: DriverStats,
     /// `shutdown` started: no new sessions are accepted.
@@ -199,9 +213,10 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub(crate) fn new(node: Node, bounds: Bounds) -> Inner {
+    pub(crate) fn new(node: Node, bounds: Bounds, span: tracing::Span) -> Inner {
         Inner {
             node,
+            span,
             driver_running: false,
             rewake: false,
             bounds,
@@ -234,6 +249,26 @@ impl Inner {
         }
     }
 
+    /// The span of a session (disabled when tracing is off or the session is unknown).
+    pub(crate) fn session_span(&self, session: SessionId) -> tracing::Span {
+        self.sessions
+            .get(&session)
+            .map_or_else(tracing::Span::none, |s| s.span.0.clone())
+    }
+
+    /// The span of the newest live session with `peer` (disabled when no subscriber wants
+    /// `DEBUG` spans, without looking).
+    pub(crate) fn peer_span(&self, peer: NodeId) -> tracing::Span {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return tracing::Span::none();
+        }
+        self.sessions
+            .values()
+            .rev()
+            .find(|s| s.ended.is_none() && s.info.is_some_and(|i| i.peer == peer))
+            .map_or_else(tracing::Span::none, |s| s.span.0.clone())
+    }
+
     /// Hands every queued event of the node to the slot that waits for it.
     pub(crate) fn dispatch_all(&mut self, now: Instant) {
         while let Some(ev) = self.node.poll_event() {
@@ -251,8 +286,16 @@ impl Inner {
                 addr,
                 initiator,
             } => {
-                tracing::debug!(%session, ?peer, %addr, initiator, "session established");
                 let slot = self.sessions.entry(session).or_default();
+                slot.span.0 = tracing::debug_span!(
+                    parent: &self.span,
+                    "session",
+                    id = session.0,
+                    %peer,
+                    %addr,
+                    initiator,
+                );
+                tracing::debug!(parent: &slot.span.0, "session established");
                 slot.info = Some(PeerInfo {
                     peer,
                     identity,
@@ -265,6 +308,7 @@ impl Inner {
                 } else if !initiator {
                     if self.closing || self.incoming.len() >= self.bounds.accept {
                         self.stats.accepts_dropped += 1;
+                        tracing::debug!(parent: &slot.span.0, "accept queue full or closing; session refused");
                         let _ = self.node.close(now, session, crate::CLOSE_REFUSED);
                     } else {
                         self.incoming.push_back(session);
@@ -279,6 +323,7 @@ impl Inner {
                 let slot = self.sessions.entry(session).or_default();
                 if slot.datagrams.len() >= cap {
                     self.stats.datagrams_dropped += 1;
+                    tracing::trace!(parent: &slot.span.0, cap, "datagram queue full; datagram dropped");
                 } else {
                     slot.datagrams.push_back(data);
                     if let Some(w) = slot.datagram_waker.take() {
@@ -296,8 +341,8 @@ impl Inner {
             Event::Disconnected {
                 session, reason, ..
             } => {
-                tracing::debug!(%session, %reason, "session ended");
                 let slot = self.sessions.entry(session).or_default();
+                tracing::debug!(parent: &slot.span.0, %reason, "session ended");
                 slot.ended = Some(reason);
                 for w in [
                     slot.connect_waker.take(),
@@ -387,7 +432,10 @@ impl Inner {
                 let handler = self.handlers.get(&*incoming.service).cloned();
                 self.calls.entry(incoming.call).or_default();
                 match handler {
-                    Some(h) => self.to_spawn.push((h, *incoming)),
+                    Some(h) => {
+                        let parent = self.session_span(incoming.session);
+                        self.to_spawn.push((h, *incoming, parent));
+                    }
                     None => {
                         // Served by the node but no longer by a handler (unserved in flight).
                         if let Ok(mut c) = self.node.rpc_call(incoming.call) {

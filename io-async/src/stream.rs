@@ -36,6 +36,7 @@ pub struct Stream {
     finish_sent: bool,
     wrote: bool,
     done: bool,
+    span: tracing::Span,
 }
 
 impl core::fmt::Debug for Stream {
@@ -70,7 +71,16 @@ fn core_error(e: StreamError) -> io::Error {
 }
 
 impl Stream {
-    pub(crate) fn new(shared: Arc<Shared>, session: SessionId, id: StreamId, mode: Mode) -> Stream {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        session: SessionId,
+        id: StreamId,
+        mode: Mode,
+        parent: &tracing::Span,
+        local: bool,
+    ) -> Stream {
+        let span = tracing::debug_span!(parent: parent, "stream", id = id.0, ?mode, local);
+        tracing::trace!(parent: &span, "stream opened");
         Stream {
             shared,
             session,
@@ -79,7 +89,14 @@ impl Stream {
             finish_sent: false,
             wrote: false,
             done: false,
+            span,
         }
+    }
+
+    /// The stream's `tracing` span (`stream{id, mode, local}`, a child of its session's).
+    #[must_use]
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// The stream's id within its session.
@@ -310,8 +327,10 @@ impl Drop for Stream {
         if !self.done && !self.finish_sent && !over {
             let now = shared.now();
             if !self.wrote && peer_done {
+                tracing::trace!(parent: &self.span, "dropped after reading to the end; finished");
                 let _ = self.op(&mut inner, |h| h.finish(now));
             } else {
+                tracing::debug!(parent: &self.span, code = RESET_DROPPED, "dropped unfinished; reset");
                 let _ = self.op(&mut inner, |h| h.reset(now, RESET_DROPPED));
             }
         }

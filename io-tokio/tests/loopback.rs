@@ -2,22 +2,15 @@
 //! the four nRPC shapes, cancellation by drop and by token, deadlines, and a graceful
 //! shutdown that leaves no task behind.
 
+mod common;
+use common::endpoint;
+
 use std::time::Duration;
 
 use io_tokio::proto_core::rpc::RpcError;
 use io_tokio::proto_core::{DisconnectReason, Seed};
 use io_tokio::{Endpoint, EndpointConfig, Identity, Mode, PeerSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn endpoint(n: u8) -> Endpoint {
-    let config = EndpointConfig::new(io_tokio::default_config(Seed::from_u64(u64::from(n))));
-    Endpoint::bind(
-        "127.0.0.1:0".parse().expect("addr"),
-        Identity::from_secret_bytes([n; 32]),
-        config,
-    )
-    .expect("bind")
-}
 
 async fn pair() -> (
     Endpoint,
@@ -178,6 +171,34 @@ async fn all_four_rpc_shapes() {
         assert_eq!(rs.next().await.expect("item").expect("ok"), vec![i; 10]);
     }
     sink.close();
+    assert!(rs.next().await.is_none());
+}
+
+#[tokio::test]
+async fn request_sinks_are_futures_sinks_with_back_pressure() {
+    use futures_util::{SinkExt, StreamExt};
+    let (a, b, _conn, _accepted) = pair().await;
+    b.serve(demo_service()).expect("serve");
+    a.wait_for_service("demo").await;
+    // 2,000 requests forwarded into the sink: far more than the server's credit, so
+    // `poll_ready` waits for credit again and again; `forward` closes the sink at the end.
+    let (sink, reply) = a.call("demo", "sum").client_streaming().expect("start");
+    let requests = futures_util::stream::iter((0..2_000u32).map(|i| Ok(vec![(i % 7) as u8])));
+    requests.forward(sink).await.expect("forward");
+    let want: u32 = (0..2_000u32).map(|i| i % 7).sum();
+    assert_eq!(reply.await.expect("sum"), want.to_string().as_bytes());
+
+    // Duplex through `SinkExt::send`, and a send after close is refused with a typed error.
+    let (mut sink, mut rs) = a.call("demo", "echo").duplex().expect("start");
+    for i in 0..50u8 {
+        SinkExt::send(&mut sink, vec![i; 3]).await.expect("send");
+        assert_eq!(rs.next().await.expect("item").expect("ok"), vec![i; 3]);
+    }
+    SinkExt::close(&mut sink).await.expect("close");
+    assert_eq!(
+        SinkExt::send(&mut sink, vec![0u8; 1]).await,
+        Err(RpcError::Invalid(io_tokio::proto_core::rpc::Misuse::Closed))
+    );
     assert!(rs.next().await.is_none());
 }
 

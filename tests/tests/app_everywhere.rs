@@ -249,6 +249,11 @@ fn file_logs_sync_off_the_drive_loop_and_appends_wait_for_the_disk() {
         };
         let mut logs = Vec::new();
         let mut all_syncs = Vec::new();
+        let mut servers = Vec::new();
+        // How many times a worker ran a sync, and, once set, how the next ones fail (node 0's
+        // panics, the others' return an error).
+        let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for (i, e) in eps.iter().enumerate() {
             let fcfg = FileLogConfig {
                 policy: FsyncPolicy::Always,
@@ -260,10 +265,18 @@ fn file_logs_sync_off_the_drive_loop_and_appends_wait_for_the_disk() {
                 .open_log("bg", LogSpec::new(cfg.clone(), Box::new(store)))
                 .expect("open log");
             let (l, s) = (log.clone(), syncs.clone());
-            tokio::spawn(async move {
-                l.serve_persistence(move || s.run_pending().map(|_| ()))
-                    .await
-            });
+            let (runs, fail) = (runs.clone(), fail.clone());
+            servers.push(tokio::spawn(async move {
+                l.serve_persistence(move || {
+                    if fail.load(std::sync::atomic::Ordering::SeqCst) {
+                        assert!(i != 0, "node 0's disk catches fire");
+                        return Err(std::io::Error::other("disk full"));
+                    }
+                    runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    s.run_pending().map(|_| ())
+                })
+                .await
+            }));
             logs.push(log);
             all_syncs.push(syncs);
         }
@@ -283,11 +296,49 @@ fn file_logs_sync_off_the_drive_loop_and_appends_wait_for_the_disk() {
                 .await
                 .expect("acknowledged");
         }
-        all_syncs
+        // A burst of appends at once: each waits for its syncs, which the workers group.
+        let mut burst = tokio::task::JoinSet::new();
+        for i in 50..90u32 {
+            let l = l.clone();
+            burst.spawn(async move { l.append(&i.to_be_bytes(), Durability::Quorum).await });
+        }
+        while let Some(r) = burst.join_next().await {
+            r.expect("joined").expect("acknowledged");
+        }
+        let queued = all_syncs
             .iter()
             .map(io_store::Syncs::queued)
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        let ran = runs.load(std::sync::atomic::Ordering::SeqCst);
+        // Once every disk fails, nothing more is acknowledged and every worker reports why.
+        fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let late = tokio::time::timeout(
+            Duration::from_millis(800),
+            l.append(b"late", Durability::Quorum),
+        )
+        .await;
+        assert!(
+            !matches!(late, Ok(Ok(_))),
+            "acknowledged without a disk: {late:?}"
+        );
+        let mut errors = Vec::new();
+        for (i, s) in servers.into_iter().enumerate() {
+            // A worker whose log never asked again after the failure is still waiting.
+            if let Ok(r) = tokio::time::timeout(Duration::from_millis(200), s).await {
+                let err = r.expect("joined").expect_err("the sync failed");
+                errors.push((i, err.to_string()));
+            }
+        }
+        (queued, ran, errors)
     });
+    let (queued_after, ran, errors) = queued_after;
+    eprintln!("sync runs for 90 appends on 3 nodes: {ran}; worker errors: {errors:?}");
+    assert!(ran > 0, "the workers ran syncs");
+    assert!(!errors.is_empty(), "the failure reached a worker");
+    for (i, e) in &errors {
+        let want = if *i == 0 { "panicked" } else { "disk full" };
+        assert!(e.contains(want), "node {i}: {e}");
+    }
     // Every sync the leader asked for ran (acknowledgements wait for them).
     assert!(
         queued_after.iter().filter(|&&q| q == 0).count() >= 2,
