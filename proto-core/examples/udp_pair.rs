@@ -175,5 +175,10 @@ fn main() -> std::io::Result<()> {
         "done: a sent {} and received {} datagrams; drops {:?}",
         s.datagrams_out, s.datagrams_in, s.drops
     );
+    if echoes != 5 {
+        return Err(std::io::Error::other(format!(
+            "expected 5 echoes, got {echoes}"
+        )));
+    }
     Ok(())
 }
