@@ -15,21 +15,21 @@
 //! receive and transmit buffers are the loop's own.
 //!
 //! The loop never holds the lock across a suspension point, and starts the handler tasks of
-//! incoming calls only after releasing it.
+//! incoming calls, and wakes the handles its events made ready, only after releasing it.
 //!
 //! [`EndpointConfig::budget`]: crate::EndpointConfig::budget
 
 use core::future::Future;
 use core::pin::Pin;
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use proto_core::Instant;
 
 use crate::batch::{RxBatch, TxQueue};
 use crate::runtime::{AsyncTimer, AsyncUdpSocket};
-use crate::state::Shared;
+use crate::state::{Inner, Shared};
 
 pub(crate) struct Driver {
     shared: Arc<Shared>,
@@ -40,6 +40,8 @@ pub(crate) struct Driver {
     rx: RxBatch,
     budget: usize,
     span: tracing::Span,
+    /// The other half of [`Inner::wakes`] (see [`unlock_and_wake`]).
+    wakes: Vec<Waker>,
 }
 
 /// Datagrams the transmit queue holds before it must go to the socket.
@@ -65,6 +67,7 @@ impl Driver {
             rx,
             span: tracing::Span::none(),
             budget: budget.max(1),
+            wakes: Vec::new(),
         }
     }
 
@@ -86,6 +89,7 @@ impl Future for Driver {
         loop {
             let mut inner = shared.lock();
             if inner.stopped.is_some() {
+                unlock_and_wake(&mut this.wakes, inner);
                 return Poll::Ready(());
             }
             inner.stats.wakeups += 1;
@@ -138,6 +142,7 @@ impl Future for Driver {
                             let why = format!("the socket failed: {e}");
                             tracing::error!(error = %e, "socket failed; endpoint stops");
                             inner.stop(why);
+                            unlock_and_wake(&mut this.wakes, inner);
                             return Poll::Ready(());
                         }
                         inner.stats.recv_errors += 1;
@@ -149,6 +154,7 @@ impl Future for Driver {
             inner.stats.send_errors += core::mem::take(&mut this.tx.send_errors);
             if let Some(reason) = inner.finish_shutdown_if_done(shared.now(), this.tx.is_empty()) {
                 tracing::debug!(%reason, "endpoint stopped");
+                unlock_and_wake(&mut this.wakes, inner);
                 return Poll::Ready(());
             }
             let spawn = core::mem::take(&mut inner.to_spawn);
@@ -158,7 +164,7 @@ impl Future for Driver {
                 inner.stats.handlers_running += n;
                 // Their handlers' first polls may answer at once: start them without the
                 // lock, then go round again to send the answers.
-                drop(inner);
+                unlock_and_wake(&mut this.wakes, inner);
                 for (handler, incoming, parent) in spawn {
                     crate::server::start(&shared, handler, incoming, &parent);
                 }
@@ -178,7 +184,7 @@ impl Future for Driver {
             if exhausted {
                 inner.stats.budget_exhausted += 1;
             }
-            drop(inner);
+            unlock_and_wake(&mut this.wakes, inner);
             if exhausted {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
@@ -199,6 +205,15 @@ impl Future for Driver {
             return Poll::Pending;
         }
     }
+}
+
+/// Releases the lock, then wakes the handles the round made ready: woken on another worker
+/// while the lock is still held, a task would only block on it. `spare` is the loop's own
+/// vector, swapped with the state's so that neither allocates in steady state.
+fn unlock_and_wake(spare: &mut Vec<Waker>, mut inner: MutexGuard<'_, Inner>) {
+    core::mem::swap(spare, &mut inner.wakes);
+    drop(inner);
+    spare.drain(..).for_each(Waker::wake);
 }
 
 /// Errors after which the socket is no use. Everything else is about one datagram.

@@ -97,17 +97,23 @@ pub(crate) struct StreamSlot {
 }
 
 impl StreamSlot {
+    /// Moves every waker to `out`, to be woken once the lock is released.
+    pub(crate) fn defer_wakes(&mut self, out: &mut Vec<Waker>) {
+        out.extend(
+            [
+                self.read_waker.take(),
+                self.write_waker.take(),
+                self.finish_waker.take(),
+            ]
+            .into_iter()
+            .flatten(),
+        );
+    }
+
     pub(crate) fn wake_all(&mut self) {
-        for w in [
-            self.read_waker.take(),
-            self.write_waker.take(),
-            self.finish_waker.take(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            w.wake();
-        }
+        let mut wakes = Vec::new();
+        self.defer_wakes(&mut wakes);
+        wakes.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -125,17 +131,23 @@ pub(crate) struct CallSlot {
 }
 
 impl CallSlot {
+    /// Moves every waker to `out`, to be woken once the lock is released.
+    pub(crate) fn defer_wakes(&mut self, out: &mut Vec<Waker>) {
+        out.extend(
+            [
+                self.recv_waker.take(),
+                self.send_waker.take(),
+                self.abort_waker.take(),
+            ]
+            .into_iter()
+            .flatten(),
+        );
+    }
+
     pub(crate) fn wake_all(&mut self) {
-        for w in [
-            self.recv_waker.take(),
-            self.send_waker.take(),
-            self.abort_waker.take(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            w.wake();
-        }
+        let mut wakes = Vec::new();
+        self.defer_wakes(&mut wakes);
+        wakes.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -204,6 +216,9 @@ pub(crate) struct Inner {
     pub(crate) to_spawn: Vec<(Handler, proto_core::rpc::Incoming, tracing::Span)>,
     pub(crate) services_wakers: Vec<Waker>,
     pub(crate) stats: DriverStats,
+    /// Wakers of handles that events made ready, woken by the drive loop once it has
+    /// released the lock (so the woken tasks do not find it taken and block on it).
+    pub(crate) wakes: Vec<Waker>,
     /// `shutdown` started: no new sessions are accepted.
     pub(crate) closing: bool,
     /// The drive loop has stopped (shutdown finished or the socket failed).
@@ -231,6 +246,7 @@ impl Inner {
             to_spawn: Vec::new(),
             services_wakers: Vec::new(),
             stats: DriverStats::default(),
+            wakes: Vec::new(),
             closing: false,
             stopped: None,
             stopped_wakers: Vec::new(),
@@ -269,7 +285,8 @@ impl Inner {
             .map_or_else(tracing::Span::none, |s| s.span.0.clone())
     }
 
-    /// Hands every queued event of the node to the slot that waits for it.
+    /// Hands every queued event of the node to the slot that waits for it. The handles it
+    /// makes ready are in [`Inner::wakes`]: the caller wakes them after unlocking.
     pub(crate) fn dispatch_all(&mut self, now: Instant) {
         while let Some(ev) = self.node.poll_event() {
             self.dispatch(now, ev);
@@ -304,7 +321,7 @@ impl Inner {
                     initiator,
                 });
                 if let Some(w) = slot.connect_waker.take() {
-                    w.wake();
+                    self.wakes.push(w);
                 } else if !initiator {
                     if self.closing || self.incoming.len() >= self.bounds.accept {
                         self.stats.accepts_dropped += 1;
@@ -313,7 +330,7 @@ impl Inner {
                     } else {
                         self.incoming.push_back(session);
                         if let Some(w) = self.accept_waker.take() {
-                            w.wake();
+                            self.wakes.push(w);
                         }
                     }
                 }
@@ -327,7 +344,7 @@ impl Inner {
                 } else {
                     slot.datagrams.push_back(data);
                     if let Some(w) = slot.datagram_waker.take() {
-                        w.wake();
+                        self.wakes.push(w);
                     }
                 }
             }
@@ -352,10 +369,10 @@ impl Inner {
                 .into_iter()
                 .flatten()
                 {
-                    w.wake();
+                    self.wakes.push(w);
                 }
                 for w in slot.closed_wakers.drain(..) {
-                    w.wake();
+                    self.wakes.push(w);
                 }
                 for ((_, _), s) in self
                     .streams
@@ -364,7 +381,7 @@ impl Inner {
                     if !s.closed && s.reset.is_none() {
                         s.reset = Some((ResetOrigin::Application, 0, true));
                     }
-                    s.wake_all();
+                    s.defer_wakes(&mut self.wakes);
                 }
                 self.incoming.retain(|s| *s != session);
             }
@@ -377,7 +394,7 @@ impl Inner {
             let s = self.sessions.entry(session).or_default();
             s.incoming_streams.push_back((stream, mode));
             if let Some(w) = s.stream_waker.take() {
-                w.wake();
+                self.wakes.push(w);
             }
             self.streams.entry((session, stream)).or_default();
             return;
@@ -388,24 +405,24 @@ impl Inner {
         match event {
             StreamEvent::Readable => {
                 if let Some(w) = slot.read_waker.take() {
-                    w.wake();
+                    self.wakes.push(w);
                 }
             }
             StreamEvent::Writable => {
                 if let Some(w) = slot.write_waker.take() {
-                    w.wake();
+                    self.wakes.push(w);
                 }
             }
             StreamEvent::Finished => {
                 slot.fin_received = true;
                 if let Some(w) = slot.read_waker.take() {
-                    w.wake();
+                    self.wakes.push(w);
                 }
             }
             StreamEvent::Acknowledged => {
                 slot.acknowledged = true;
                 if let Some(w) = slot.finish_waker.take() {
-                    w.wake();
+                    self.wakes.push(w);
                 }
             }
             StreamEvent::Reset {
@@ -414,13 +431,13 @@ impl Inner {
                 remote,
             } => {
                 slot.reset = Some((origin, code, remote));
-                slot.wake_all();
+                slot.defer_wakes(&mut self.wakes);
             }
             StreamEvent::Closed => {
                 slot.closed = true;
                 slot.fin_received = true;
                 slot.acknowledged = true;
-                slot.wake_all();
+                slot.defer_wakes(&mut self.wakes);
             }
             _ => {}
         }
@@ -453,7 +470,7 @@ impl Inner {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.messages.push_back(data);
                     if let Some(w) = c.recv_waker.take() {
-                        w.wake();
+                        self.wakes.push(w);
                     }
                 }
             }
@@ -461,38 +478,38 @@ impl Inner {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.input_done = true;
                     if let Some(w) = c.recv_waker.take() {
-                        w.wake();
+                        self.wakes.push(w);
                     }
                 }
             }
             RpcEvent::Reply { call, result } => {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.reply = Some(result);
-                    c.wake_all();
+                    c.defer_wakes(&mut self.wakes);
                 }
             }
             RpcEvent::Ended { call, result } => {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.ended = Some(result);
-                    c.wake_all();
+                    c.defer_wakes(&mut self.wakes);
                 }
             }
             RpcEvent::Writable { call } => {
                 if let Some(c) = self.calls.get_mut(&call) {
                     if let Some(w) = c.send_waker.take() {
-                        w.wake();
+                        self.wakes.push(w);
                     }
                 }
             }
             RpcEvent::Aborted { call, reason } => {
                 if let Some(c) = self.calls.get_mut(&call) {
                     c.aborted = Some(reason);
-                    c.wake_all();
+                    c.defer_wakes(&mut self.wakes);
                 }
             }
             RpcEvent::ServicesChanged { .. } => {
                 for w in self.services_wakers.drain(..) {
-                    w.wake();
+                    self.wakes.push(w);
                 }
             }
             _ => {}
@@ -508,7 +525,7 @@ impl Inner {
                         *o = Some(acked);
                     }
                     if let Some(w) = l.append_wakers.remove(&seq) {
-                        w.wake();
+                        self.wakes.push(w);
                     }
                 }
             }
@@ -516,7 +533,7 @@ impl Inner {
                 if let Some(l) = self.logs.get_mut(&log) {
                     l.committed = l.committed.max(upto);
                     for w in l.tail_wakers.drain(..) {
-                        w.wake();
+                        self.wakes.push(w);
                     }
                 }
             }
@@ -524,7 +541,7 @@ impl Inner {
                 if let Some(l) = self.logs.get_mut(&log) {
                     l.role_changes += 1;
                     for w in l.role_wakers.drain(..) {
-                        w.wake();
+                        self.wakes.push(w);
                     }
                 }
             }
@@ -533,7 +550,7 @@ impl Inner {
                 if let Some(l) = self.logs.get_mut(&log) {
                     l.persist_requests.push_back((ticket, upto));
                     for w in l.role_wakers.drain(..) {
-                        w.wake();
+                        self.wakes.push(w);
                     }
                 }
             }

@@ -27,7 +27,18 @@ use tokio::net::UdpSocket;
 const WINDOW: Duration = Duration::from_secs(1);
 const STREAM_BYTES: usize = 32 << 20;
 
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Two workers, as most applications run; `LOOPBACK_RUNTIME=current` for one thread.
 fn runtime() -> tokio::runtime::Runtime {
+    if std::env::var("LOOPBACK_RUNTIME").is_ok_and(|v| v == "current") {
+        return current_thread_runtime();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -361,6 +372,29 @@ fn table() {
     let un1 = median(un[0].iter().map(|r| r.per_sec).collect());
     let un64 = median(un[2].iter().map(|r| r.per_sec).collect());
     println!("unary at 64 / unary at 1: {:.2}", un64 / un1);
+
+    // The same calls with everything on one thread: no wake-ups across workers.
+    let ct = current_thread_runtime();
+    let (mut ct_pp, mut ct_un1, mut ct_un64) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        ct.block_on(async {
+            ct_pp.push(pingpong(1).await.per_sec);
+            let (a, b, _c, _d) = pair().await;
+            ct_un1.push(unary(&a, 1).await.per_sec);
+            ct_un64.push(unary(&a, 64).await.per_sec);
+            a.shutdown(0, Duration::from_millis(100)).await;
+            b.shutdown(0, Duration::from_millis(100)).await;
+        });
+    }
+    let (ct_pp, ct_un1, ct_un64) = (median(ct_pp), median(ct_un1), median(ct_un64));
+    println!(
+        "current-thread runtime: pingpong/c1 {ct_pp:.0}/s, unary/c1 {ct_un1:.0}/s ({:.2}), \
+         unary/c64 {ct_un64:.0}/s ({:.2} of pingpong/c1, {:.2}x unary/c1; {:.2}x the two-worker unary/c64)",
+        ct_un1 / ct_pp,
+        ct_un64 / ct_pp,
+        ct_un64 / ct_un1,
+        ct_un64 / un64
+    );
 }
 
 fn criterion_group_fn(c: &mut Criterion) {
