@@ -363,6 +363,12 @@ pub(crate) fn decode(
             let stream = r.u32()?;
             let base = r.u64()?;
             let gaps = r.ranges(base)?;
+            // `base` is the first gap's start (the receiver's cumulative point): a NACK with
+            // no gap, or whose first gap starts above `base`, would say two different things
+            // about the chunks below its first gap.
+            if gaps.iter().next().is_none_or(|(start, _)| start != base) {
+                return Err(WireError::Malformed);
+            }
             Ok(Frame::Nack(NackFrame { stream, gaps }))
         })(),
         ty::RESET => (|| {
@@ -601,6 +607,22 @@ mod tests {
         let n = write_reset(&mut buf, &r).unwrap();
         assert_eq!(&buf[..n], &[0x13, 1, 0, 0, 0, 0x81, 0x03, 0x02]);
         assert_eq!(Frames::new(&buf[..n]).next(), Some(Ok(Frame::Reset(r))));
+    }
+
+    #[test]
+    fn a_nack_must_start_at_its_first_gap() {
+        // Found by the `frames` fuzz target: base 5 with a first gap at offset 2 decoded, and
+        // re-encoded with base 7. Both that and a NACK without gaps are now Malformed.
+        let shifted = [
+            0x12, 4, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 1, //
+            2, 0, 0, 0, 2, 0, 0, 0,
+        ];
+        assert_eq!(Frames::validate(&shifted), Err(WireError::Malformed));
+        let empty = [0x12, 4, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(Frames::validate(&empty), Err(WireError::Malformed));
+        let mut ok = shifted;
+        ok[14] = 0;
+        assert!(Frames::validate(&ok).is_ok());
     }
 
     #[test]
