@@ -1,0 +1,4 @@
+//! `handshake_answers`: the body is `net_fuzz_bodies::node::handshake_answers` (its docs say what it checks).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| net_fuzz_bodies::node::handshake_answers(data));

@@ -1,0 +1,4 @@
+//! `node_input`: the body is `net_fuzz_bodies::node::node_input` (its docs say what it checks).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| net_fuzz_bodies::node::node_input(data));

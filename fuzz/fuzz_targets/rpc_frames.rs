@@ -1,0 +1,4 @@
+//! `rpc_frames`: the body is `net_fuzz_bodies::decoders::rpc_frames` (its docs say what it checks).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| net_fuzz_bodies::decoders::rpc_frames(data));
