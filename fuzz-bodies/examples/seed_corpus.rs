@@ -207,5 +207,7 @@ fn main() -> std::io::Result<()> {
         .map(|k| (0..200u16).map(|i| (i as u8).wrapping_mul(k + 3)).collect())
         .collect();
     write("session_ops", &ops)?;
+    write("stream_ops", &ops)?;
+    write("rpc_ops", &ops)?;
     Ok(())
 }

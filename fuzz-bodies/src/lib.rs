@@ -12,6 +12,9 @@
 pub mod decoders;
 pub mod node;
 mod null_crypto;
+pub mod rpc;
+pub mod streams;
+pub mod world;
 
 pub use null_crypto::NullCrypto;
 
@@ -29,6 +32,9 @@ pub const TARGETS: &[Target] = &[
     ("handshake_answers", node::handshake_answers),
     ("session_ops", node::session_ops),
     ("after_handshake", node::after_handshake),
+    ("stream_ops", streams::stream_ops),
+    ("rpc_ops", rpc::rpc_ops),
+    ("world", world::world),
 ];
 
 /// Runs the target called `name` on `data`; `false` if there is no such target.

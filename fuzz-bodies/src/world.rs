@@ -1,0 +1,194 @@
+//! The whole-world target: an io-sim world of real nodes whose workload, links and faults come
+//! from the input, with the simulator's reference checks.
+//!
+//! Two workloads, chosen by the input:
+//! - **a replicated log** over 3 or 5 nodes (`io_sim::meshlog`): writes to whoever leads, the
+//!   world's own seeded chaos plus the input's partitions, crashes, restarts and pauses, all
+//!   healed before the end; the final check (`replog::check_final`) demands agreement of
+//!   every replica's committed prefix and that no acknowledged write was lost;
+//! - **nRPC** (`io_sim::rpc`): calls of all four shapes with deadlines and cancellations over
+//!   links with the input's loss, duplication, reordering and corruption, each answer checked
+//!   as it arrives by the scenario's caller; by the end every call has resolved.
+
+use std::time::Duration;
+
+use arbitrary::{Arbitrary, Unstructured};
+use io_sim::replog::{check_final, LogParams};
+use io_sim::rpc::{rpc, RpcParams, ALL_SHAPES};
+use io_sim::{Fault, HostId, LinkConfig, ScheduledFault};
+use proto_core::Instant;
+
+/// One fault of the input, at `at_ms` into the run (within the chaos window).
+#[derive(Arbitrary, Debug)]
+enum FaultSpec {
+    /// Cut `host` off from the others.
+    Isolate { host: u8, at_ms: u16 },
+    /// Crash `host` (restarted when the chaos ends).
+    Crash { host: u8, at_ms: u16 },
+    /// Stall `host` for `ms`.
+    Pause { host: u8, at_ms: u16, ms: u16 },
+    /// Remove every block.
+    Heal { at_ms: u16 },
+}
+
+#[derive(Arbitrary, Debug)]
+struct LinkSpec {
+    latency_ms: u8,
+    jitter_ms: u8,
+    loss_ppm: u16,
+    duplicate_ppm: u16,
+    reorder_ppm: u16,
+    corrupt_ppm: u16,
+}
+
+impl LinkSpec {
+    fn config(&self) -> LinkConfig {
+        let mut l =
+            LinkConfig::with_latency(Duration::from_millis(1 + u64::from(self.latency_ms % 40)));
+        l.jitter = Duration::from_millis(u64::from(self.jitter_ms % 10));
+        // At most 10% loss and 5% of each other fault: hostile, but a world that can finish.
+        let scale = |v: u16, max: u32| (u64::from(v) * u64::from(max) / 65_536) as u32;
+        l.loss_ppm = scale(self.loss_ppm, 100_000);
+        l.duplicate_ppm = scale(self.duplicate_ppm, 50_000);
+        l.reorder_ppm = scale(self.reorder_ppm, 50_000);
+        l.reorder_delay = Duration::from_millis(5);
+        l.corrupt_ppm = scale(self.corrupt_ppm, 50_000);
+        l
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+enum WorldInput {
+    Log {
+        seed: u64,
+        five: bool,
+        link: LinkSpec,
+        faults: Vec<FaultSpec>,
+    },
+    Rpc {
+        seed: u64,
+        link: LinkSpec,
+        calls: u8,
+        concurrency: u8,
+        cancel_every: u8,
+        deadline_ms: u16,
+    },
+}
+
+/// See the module docs.
+pub fn world(data: &[u8]) {
+    let Ok(input) = WorldInput::arbitrary(&mut Unstructured::new(data)) else {
+        return;
+    };
+    match input {
+        WorldInput::Log {
+            seed,
+            five,
+            link,
+            faults,
+        } => log_world(seed, if five { 5 } else { 3 }, &link, &faults),
+        WorldInput::Rpc {
+            seed,
+            link,
+            calls,
+            concurrency,
+            cancel_every,
+            deadline_ms,
+        } => rpc_world(seed, &link, calls, concurrency, cancel_every, deadline_ms),
+    }
+}
+
+fn log_world(seed: u64, nodes: usize, link: &LinkSpec, faults: &[FaultSpec]) {
+    let chaos_ms = 4_000u64;
+    let p = LogParams {
+        seed,
+        nodes,
+        chaos_until: Instant::from_millis(chaos_ms),
+        end: Instant::from_millis(chaos_ms + 8_000),
+        link: link.config(),
+        sync_latency: Duration::from_millis(2),
+        write_every: Duration::from_millis(40),
+    };
+    let (mut w, history) = io_sim::meshlog::meshlog(p);
+    let n = u32::try_from(nodes).unwrap_or(3);
+    let host = |h: u8| HostId(u32::from(h) % n);
+    let at = |ms: u16| Instant::from_millis(u64::from(ms) % chaos_ms);
+    let mut crashed = Vec::new();
+    for f in faults.iter().take(16) {
+        let (when, fault) = match *f {
+            FaultSpec::Isolate { host: h, at_ms } => (
+                at(at_ms),
+                Fault::Partition {
+                    a: vec![host(h)],
+                    b: (0..n).map(HostId).filter(|x| *x != host(h)).collect(),
+                },
+            ),
+            FaultSpec::Crash { host: h, at_ms } => {
+                if crashed.contains(&host(h)) {
+                    continue;
+                }
+                crashed.push(host(h));
+                (at(at_ms), Fault::Crash(host(h)))
+            }
+            FaultSpec::Pause { host: h, at_ms, ms } => (
+                at(at_ms),
+                Fault::Pause(host(h), Duration::from_millis(u64::from(ms % 3_000))),
+            ),
+            FaultSpec::Heal { at_ms } => (at(at_ms), Fault::HealAll),
+        };
+        w.schedule(ScheduledFault { at: when, fault });
+    }
+    // Everything heals when the chaos ends, and every crashed host comes back.
+    let end_of_chaos = Instant::from_millis(chaos_ms);
+    w.schedule(ScheduledFault {
+        at: end_of_chaos,
+        fault: Fault::HealAll,
+    });
+    for h in crashed {
+        w.schedule(ScheduledFault {
+            at: end_of_chaos,
+            fault: Fault::Restart(h),
+        });
+    }
+    if let Err(f) = w.run_until(p.end) {
+        panic!("the log world failed: {f:?}");
+    }
+    let h = history.borrow().clone();
+    if let Err(e) = check_final(&w, &h, &p) {
+        panic!("log safety: {e}");
+    }
+}
+
+fn rpc_world(
+    seed: u64,
+    link: &LinkSpec,
+    calls: u8,
+    concurrency: u8,
+    cancel_every: u8,
+    deadline_ms: u16,
+) {
+    let p = RpcParams {
+        seed,
+        calls: 1 + usize::from(calls % 60),
+        concurrency: 1 + usize::from(concurrency % 16),
+        link: link.config(),
+        shapes: ALL_SHAPES,
+        stream_len: 4,
+        deadline: Some(Duration::from_millis(200 + u64::from(deadline_ms % 5_000))),
+        cancel_every: usize::from(cancel_every % 8),
+        ..RpcParams::default()
+    };
+    let (mut w, out) = rpc(p);
+    if let Err(f) = w.run_until(Instant::from_millis(120_000)) {
+        panic!("the RPC world failed: {f:?}");
+    }
+    let o = out.borrow().clone();
+    assert_eq!(
+        o.ok + o.failed.len(),
+        p.calls,
+        "every call resolves: {} ok, {} failed of {}",
+        o.ok,
+        o.failed.len(),
+        p.calls
+    );
+}

@@ -1,0 +1,4 @@
+//! `world`: the body is `net_fuzz_bodies::world::world` (its docs say what it checks).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| net_fuzz_bodies::world::world(data));
