@@ -93,14 +93,9 @@ impl Future for Driver {
                 return Poll::Ready(());
             }
             inner.stats.wakeups += 1;
-            match &inner.driver_waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => inner.driver_waker = Some(cx.waker().clone()),
-            }
             // Wakes from here on (handles on other threads, handlers started below) only set
-            // `rewake`: this poll looks at it before it returns.
-            inner.driver_running = true;
-            inner.rewake = false;
+            // a flag: this poll looks at it before it returns.
+            inner.driver.begin(cx.waker());
             let mut exhausted = false;
             loop {
                 let now = shared.now();
@@ -170,10 +165,10 @@ impl Future for Driver {
                 }
                 continue;
             }
-            if inner.rewake && !exhausted {
+            if !exhausted && inner.driver.take_rewake() {
                 continue; // a handle queued output while this poll ran
             }
-            inner.driver_running = false;
+            inner.driver.end();
             let deadline = [
                 inner.node.poll_timeout().map(|d| d.at),
                 inner.shutdown_deadline(),

@@ -12,6 +12,7 @@ use proto_core::replication::{Durability, LogError, LogId, LogSpec, LogStatus};
 
 use crate::endpoint::Endpoint;
 use crate::state::Shared;
+use crate::wake::Slot;
 
 impl Endpoint {
     /// Opens (or reopens with the same config) the replicated log `name`: this node joins
@@ -340,15 +341,8 @@ impl Log {
 struct SyncWorker {
     /// One request at a time: the caller waits for each result before it asks again.
     requests: std::sync::mpsc::SyncSender<()>,
-    done: Arc<std::sync::Mutex<Done>>,
-}
-
-#[derive(Default)]
-struct Done {
-    result: Option<std::io::Result<()>>,
-    /// The thread has gone (the function panicked, or the worker was dropped).
-    gone: bool,
-    waker: Option<core::task::Waker>,
+    /// Each run's outcome; abandoned when the thread ends (a panic in the function).
+    done: Arc<std::sync::Mutex<Slot<std::io::Result<()>>>>,
 }
 
 impl SyncWorker {
@@ -357,30 +351,24 @@ impl SyncWorker {
         F: FnMut() -> std::io::Result<()> + Send + 'static,
     {
         let (requests, rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let done = Arc::new(std::sync::Mutex::new(Done::default()));
+        let done = Arc::new(std::sync::Mutex::new(Slot::default()));
         let theirs = done.clone();
         std::thread::Builder::new()
             .name(String::from("net-log-sync"))
             .spawn(move || {
                 // Marks the worker gone however the thread ends, panics included.
-                struct Gone(Arc<std::sync::Mutex<Done>>);
+                struct Gone(Arc<std::sync::Mutex<Slot<std::io::Result<()>>>>);
                 impl Drop for Gone {
                     fn drop(&mut self) {
-                        let mut d = lock_done(&self.0);
-                        d.gone = true;
-                        if let Some(w) = d.waker.take() {
-                            w.wake();
-                        }
+                        let w = lock_done(&self.0).abandon();
+                        w.into_iter().for_each(core::task::Waker::wake);
                     }
                 }
                 let gone = Gone(theirs);
                 while rx.recv().is_ok() {
                     let r = sync();
-                    let mut d = lock_done(&gone.0);
-                    d.result = Some(r);
-                    if let Some(w) = d.waker.take() {
-                        w.wake();
-                    }
+                    let w = lock_done(&gone.0).complete(r);
+                    w.into_iter().for_each(core::task::Waker::wake);
                 }
             })?;
         Ok(SyncWorker { requests, done })
@@ -391,23 +379,15 @@ impl SyncWorker {
         if self.requests.send(()).is_err() {
             return Err(std::io::Error::other("the log's sync thread has stopped"));
         }
-        core::future::poll_fn(|cx| {
-            let mut d = lock_done(&self.done);
-            if let Some(r) = d.result.take() {
-                return Poll::Ready(r);
-            }
-            if d.gone {
-                return Poll::Ready(Err(std::io::Error::other(
-                    "the log's sync thread died in the sync (it panicked)",
-                )));
-            }
-            d.waker = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
+        match core::future::poll_fn(|cx| lock_done(&self.done).poll(cx.waker())).await {
+            Some(r) => r,
+            None => Err(std::io::Error::other(
+                "the log's sync thread died in the sync (it panicked)",
+            )),
+        }
     }
 }
 
-fn lock_done(m: &std::sync::Mutex<Done>) -> std::sync::MutexGuard<'_, Done> {
+fn lock_done<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -199,12 +199,9 @@ pub(crate) struct Inner {
     pub(crate) node: Node,
     /// The endpoint's `tracing` span, the parent of every session's.
     pub(crate) span: tracing::Span,
-    /// The drive loop is inside its poll.
-    pub(crate) driver_running: bool,
-    /// Something woke the drive loop while it was inside its poll.
-    pub(crate) rewake: bool,
+    /// How handles wake the drive loop (`crate::wake`).
+    pub(crate) driver: crate::wake::DriverWake,
     pub(crate) bounds: Bounds,
-    pub(crate) driver_waker: Option<Waker>,
     pub(crate) sessions: BTreeMap<SessionId, SessionSlot>,
     pub(crate) streams: BTreeMap<(SessionId, StreamId), StreamSlot>,
     pub(crate) calls: BTreeMap<CallId, CallSlot>,
@@ -232,10 +229,8 @@ impl Inner {
         Inner {
             node,
             span,
-            driver_running: false,
-            rewake: false,
+            driver: crate::wake::DriverWake::default(),
             bounds,
-            driver_waker: None,
             sessions: BTreeMap::new(),
             streams: BTreeMap::new(),
             calls: BTreeMap::new(),
@@ -258,11 +253,7 @@ impl Inner {
     /// loop is polling, a flag is enough (it looks before it returns), which spares the
     /// runtime a self-wake and the other worker a futile wake-up.
     pub(crate) fn wake_driver(&mut self) {
-        if self.driver_running {
-            self.rewake = true;
-        } else if let Some(w) = &self.driver_waker {
-            w.wake_by_ref();
-        }
+        self.driver.wake();
     }
 
     /// The span of a session (disabled when tracing is off or the session is unknown).
