@@ -219,7 +219,20 @@ impl World {
                 }
             }
         }
-        self.p.events[0].clear();
+        // The writer's side ends streams too: a retry limit or a close deadline resets them
+        // (the reader may never have heard of one that lost every chunk).
+        for ev in self.p.events[0].drain(..) {
+            if let Event::Stream {
+                stream,
+                event: StreamEvent::Reset { .. },
+                ..
+            } = ev
+            {
+                if let Some(m) = self.streams.get_mut(&stream) {
+                    m.reset = true;
+                }
+            }
+        }
     }
 }
 
