@@ -209,5 +209,6 @@ fn main() -> std::io::Result<()> {
     write("session_ops", &ops)?;
     write("stream_ops", &ops)?;
     write("rpc_ops", &ops)?;
+    write("log_ops", &ops)?;
     Ok(())
 }

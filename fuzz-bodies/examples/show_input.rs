@@ -2,10 +2,10 @@
 //! read a crash artifact or a corpus entry.
 //!
 //! Run: `cargo run -p net-fuzz-bodies --example show_input -- rpc_ops fuzz/artifacts/rpc_ops/crash-...`
-//! (targets: `session_ops`, `stream_ops`, `rpc_ops`).
+//! (targets: `session_ops`, `stream_ops`, `rpc_ops`, `log_ops`).
 
 use arbitrary::{Arbitrary, Unstructured};
-use net_fuzz_bodies::{node::SessionOp, rpc::RpcOp, streams::StreamOp};
+use net_fuzz_bodies::{log::LogOp, node::SessionOp, rpc::RpcOp, streams::StreamOp};
 
 fn show<T: for<'a> Arbitrary<'a> + std::fmt::Debug>(data: &[u8]) {
     let mut u = Unstructured::new(data);
@@ -27,6 +27,7 @@ fn main() -> Result<(), String> {
         "session_ops" => show::<SessionOp>(&data),
         "stream_ops" => show::<StreamOp>(&data),
         "rpc_ops" => show::<RpcOp>(&data),
+        "log_ops" => show::<LogOp>(&data),
         other => return Err(format!("{other} is not an operation-sequence target")),
     }
     Ok(())

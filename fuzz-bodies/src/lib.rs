@@ -10,6 +10,7 @@
 //! [`NullCrypto`] is the way past the packet AEAD for the targets that need it.
 
 pub mod decoders;
+pub mod log;
 pub mod node;
 mod null_crypto;
 pub mod rpc;
@@ -34,6 +35,7 @@ pub const TARGETS: &[Target] = &[
     ("after_handshake", node::after_handshake),
     ("stream_ops", streams::stream_ops),
     ("rpc_ops", rpc::rpc_ops),
+    ("log_ops", log::log_ops),
     ("world", world::world),
 ];
 

@@ -2,7 +2,7 @@
 //! driven by proptest's random operation sequences (and shrunk by it when one fails).
 //! `MODEL_CASES=n` sets the number of cases (the defaults keep the test command quick).
 
-use net_fuzz_bodies::{rpc, streams, world};
+use net_fuzz_bodies::{log, rpc, streams, world};
 use proptest::prelude::*;
 
 fn cases(default: u32) -> u32 {
@@ -27,6 +27,13 @@ proptest! {
     #[test]
     fn calls_follow_their_model(ops in proptest::collection::vec(any::<u8>(), 0..1500)) {
         rpc::rpc_ops(&ops);
+    }
+
+    /// A two-node log against the model (agreement, durability of acknowledged appends, one
+    /// leader per term).
+    #[test]
+    fn logs_follow_their_model(ops in proptest::collection::vec(any::<u8>(), 0..1500)) {
+        log::log_ops(&ops);
     }
 }
 
