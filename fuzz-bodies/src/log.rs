@@ -230,8 +230,16 @@ pub fn log_ops(data: &[u8]) {
     }
     // And the log still works: with the session alive, a quorum append on the leader is
     // acknowledged.
-    let peer1 = p.nodes[1].node_id();
-    if p.nodes[0].session_with(&peer1).is_none() {
+    // Only while both ends still hold the session (an idle timeout during the chaos can end
+    // it at one end first; the core does not reconnect by itself).
+    let ids = [p.nodes[0].node_id(), p.nodes[1].node_id()];
+    let live = |k: usize| {
+        p.nodes[k]
+            .session_with(&ids[1 - k])
+            .and_then(|s| p.nodes[k].session_info(s))
+            .is_some_and(|info| info.established)
+    };
+    if !(live(0) && live(1)) {
         return;
     }
     let leader = (0..2).find(|&i| {
