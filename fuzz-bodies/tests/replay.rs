@@ -1,7 +1,8 @@
 //! Replays every committed corpus entry and every past crash artifact through its target's
 //! body, on stable, on every CI run (`fuzz/corpus/<target>/*`, `fuzz/artifacts/<target>/*`).
-//! A directory for a target that does not exist fails the test, so a renamed target cannot
-//! silently stop being replayed.
+//! One test per target; a directory for a target that does not exist, or a target without a
+//! replay test, fails `every_target_is_replayed`, so a renamed target cannot silently stop
+//! being replayed.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -26,51 +27,72 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Runs each input of `kind` (corpus or artifacts) through its body; returns the failures.
-fn replay(kind: &str) -> (usize, Vec<String>) {
-    let root = fuzz_dir().join(kind);
+/// Runs every corpus entry and artifact of `name` through its body: the failures and how
+/// many inputs there were.
+fn replay(name: &str) -> (usize, usize, Vec<String>) {
+    let (_, body) = *TARGETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no target {name}"));
     let mut failures = Vec::new();
-    let mut count = 0;
-    if let Ok(rd) = std::fs::read_dir(&root) {
-        for d in rd.filter_map(Result::ok) {
-            let name = d.file_name().to_string_lossy().into_owned();
-            if !TARGETS.iter().any(|(n, _)| *n == name) {
-                failures.push(format!("{kind}/{name}: no target of that name"));
-            }
-        }
-    }
-    for (name, body) in TARGETS {
-        for path in files(&root.join(name)) {
+    let mut counts = [0usize; 2];
+    for (k, kind) in ["corpus", "artifacts"].into_iter().enumerate() {
+        for path in files(&fuzz_dir().join(kind).join(name)) {
             let data = std::fs::read(&path).expect("readable");
-            count += 1;
+            counts[k] += 1;
             if catch_unwind(AssertUnwindSafe(|| body(&data))).is_err() {
                 failures.push(format!("{}", path.display()));
             }
         }
     }
-    (count, failures)
+    (counts[0], counts[1], failures)
 }
 
-#[test]
-fn every_corpus_entry_passes_its_target() {
-    let (count, failures) = replay("corpus");
-    eprintln!("replayed {count} corpus entries");
-    assert!(count >= TARGETS.len(), "each target has a committed corpus");
-    for (name, _) in TARGETS {
-        assert!(
-            !files(&fuzz_dir().join("corpus").join(name)).is_empty(),
-            "fuzz/corpus/{name} is empty"
-        );
-    }
-    assert!(failures.is_empty(), "failing inputs: {failures:#?}");
+/// One test per target, so that the test runner replays them in parallel.
+macro_rules! replay_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let (corpus, artifacts, failures) = replay(stringify!($name));
+                eprintln!("{}: {corpus} corpus entries, {artifacts} artifacts", stringify!($name));
+                assert!(corpus > 0, "fuzz/corpus/{} is empty", stringify!($name));
+                assert!(failures.is_empty(), "failing inputs: {failures:#?}");
+            }
+        )*
+
+        #[test]
+        fn every_target_is_replayed() {
+            let listed: Vec<&str> = vec![$(stringify!($name)),*];
+            for (name, _) in TARGETS {
+                assert!(listed.contains(name), "{name} has no replay test");
+            }
+            for kind in ["corpus", "artifacts"] {
+                let Ok(rd) = std::fs::read_dir(fuzz_dir().join(kind)) else { continue };
+                for d in rd.filter_map(Result::ok) {
+                    let n = d.file_name().to_string_lossy().into_owned();
+                    assert!(listed.contains(&n.as_str()), "{kind}/{n}: no target of that name");
+                }
+            }
+        }
+    };
 }
 
-#[test]
-fn every_past_crash_stays_fixed() {
-    let (count, failures) = replay("artifacts");
-    eprintln!("replayed {count} crash artifacts");
-    assert!(failures.is_empty(), "crashes again: {failures:#?}");
-}
+replay_tests!(
+    packet,
+    frames,
+    rpc_frames,
+    sync_msgs,
+    binding,
+    node_input,
+    handshake_answers,
+    session_ops,
+    after_handshake,
+    stream_ops,
+    rpc_ops,
+    log_ops,
+    world,
+);
 
 #[test]
 fn no_shipped_crate_depends_on_the_fuzz_bodies() {
