@@ -19,7 +19,7 @@ use proto_core::replication::{
 };
 use proto_core::{Event, Instant, NodeId};
 
-use crate::node::Pair;
+use crate::node::{Pair, WireOp};
 
 const MAX_STEPS: usize = 512;
 /// Rounds of 50 ms on a clean wire at the end.
@@ -35,32 +35,8 @@ pub enum LogOp {
         /// Quorum or local durability.
         quorum: bool,
     },
-    /// Delivers the datagram at `index` towards node `to % 2`.
-    Deliver {
-        /// Which queue.
-        to: u8,
-        /// Which datagram.
-        index: u8,
-    },
-    /// Loses it.
-    Lose {
-        /// Which queue.
-        to: u8,
-        /// Which datagram.
-        index: u8,
-    },
-    /// Delivers a copy, keeping the original.
-    Duplicate {
-        /// Which queue.
-        to: u8,
-        /// Which datagram.
-        index: u8,
-    },
-    /// Time passes.
-    Advance {
-        /// Milliseconds.
-        ms: u16,
-    },
+    /// Something the wire does (delivery, loss, duplication, time).
+    Wire(WireOp),
 }
 
 struct Model {
@@ -200,25 +176,7 @@ pub fn log_ops(data: &[u8]) {
                 }
                 p.drain();
             }
-            LogOp::Deliver { to, index } => {
-                let _ = p.deliver(usize::from(to % 2), usize::from(index));
-            }
-            LogOp::Lose { to, index } => {
-                let q = &mut p.wire[usize::from(to % 2)];
-                if !q.is_empty() {
-                    let n = q.len();
-                    q.remove(usize::from(index) % n);
-                }
-            }
-            LogOp::Duplicate { to, index } => {
-                let to = usize::from(to % 2);
-                let q = &p.wire[to];
-                if !q.is_empty() {
-                    let d = q[usize::from(index) % q.len()].clone();
-                    p.feed(to, &d);
-                }
-            }
-            LogOp::Advance { ms } => p.advance(Duration::from_millis(u64::from(ms % 2_000))),
+            LogOp::Wire(op) => p.apply(&op, 2_000),
         }
         check(&mut p, &mut m);
     }

@@ -242,6 +242,33 @@ impl Pair {
         }
     }
 
+    /// Applies one wire step; an advance is capped at `max_advance_ms`.
+    pub fn apply(&mut self, op: &WireOp, max_advance_ms: u64) {
+        match *op {
+            WireOp::Deliver { to, index } => {
+                let _ = self.deliver(usize::from(to % 2), usize::from(index));
+            }
+            WireOp::Lose { to, index } => {
+                let q = &mut self.wire[usize::from(to % 2)];
+                if !q.is_empty() {
+                    let n = q.len();
+                    q.remove(usize::from(index) % n);
+                }
+            }
+            WireOp::Duplicate { to, index } => {
+                let to = usize::from(to % 2);
+                let q = &self.wire[to];
+                if !q.is_empty() {
+                    let d = q[usize::from(index) % q.len()].clone();
+                    self.feed(to, &d);
+                }
+            }
+            WireOp::Advance { ms } => {
+                self.advance(Duration::from_millis(u64::from(ms).min(max_advance_ms)));
+            }
+        }
+    }
+
     /// Node 0 connects to node 1 and the handshake runs to the end on a clean wire. Returns
     /// both sides' sessions.
     pub fn establish(&mut self) -> Option<(SessionId, SessionId)> {
@@ -256,6 +283,38 @@ impl Pair {
             .established
             .then_some((s0, s1))
     }
+}
+
+/// What the wire between a [`Pair`] does in one step; every operation-sequence target has
+/// these besides its own operations.
+#[derive(Arbitrary, Debug)]
+pub enum WireOp {
+    /// Delivers the datagram at `index` of the queue towards node `to % 2`.
+    Deliver {
+        /// Which queue.
+        to: u8,
+        /// Which datagram.
+        index: u8,
+    },
+    /// Loses it.
+    Lose {
+        /// Which queue.
+        to: u8,
+        /// Which datagram.
+        index: u8,
+    },
+    /// Delivers a copy and keeps the original in flight (duplication, replay).
+    Duplicate {
+        /// Which queue.
+        to: u8,
+        /// Which datagram.
+        index: u8,
+    },
+    /// Time passes.
+    Advance {
+        /// Milliseconds (each target caps it).
+        ms: u16,
+    },
 }
 
 /// What a [`session_ops`] input does, one step at a time.
@@ -280,27 +339,6 @@ pub enum SessionOp {
         /// The application code.
         code: u16,
     },
-    /// Delivers the datagram at `index` of the queue towards node `to % 2`.
-    Deliver {
-        /// Which queue.
-        to: u8,
-        /// Which datagram.
-        index: u8,
-    },
-    /// Loses it.
-    Lose {
-        /// Which queue.
-        to: u8,
-        /// Which datagram.
-        index: u8,
-    },
-    /// Delivers a copy and keeps the original in flight (duplication, replay).
-    Duplicate {
-        /// Which queue.
-        to: u8,
-        /// Which datagram.
-        index: u8,
-    },
     /// Flips bits of a datagram in flight.
     Corrupt {
         /// Which queue.
@@ -319,11 +357,8 @@ pub enum SessionOp {
         /// The bytes.
         bytes: Vec<u8>,
     },
-    /// Time passes.
-    Advance {
-        /// Milliseconds.
-        ms: u16,
-    },
+    /// Something the wire does (delivery, loss, duplication, time).
+    Wire(WireOp),
 }
 
 /// The datagram payload of send number `id`: the id, then a pattern of it.
@@ -367,11 +402,7 @@ pub fn session_ops(data: &[u8]) {
             SessionOp::Send { from, len } => {
                 let i = usize::from(from % 2);
                 let other = p.nodes[1 - i].node_id();
-                let session = p.nodes[i].session_with(&other).or_else(|| {
-                    // Node 0's session exists from `connect` on, before it is established.
-                    (i == 0).then(|| p.nodes[0].session_with(&other)).flatten()
-                });
-                if let Some(s) = session {
+                if let Some(s) = p.nodes[i].session_with(&other) {
                     let d = datagram(next_id, len);
                     if p.nodes[i].send_datagram(p.now, s, &d).is_ok() {
                         sent[i].insert(next_id, d);
@@ -388,24 +419,6 @@ pub fn session_ops(data: &[u8]) {
                     p.drain();
                 }
             }
-            SessionOp::Deliver { to, index } => {
-                let _ = p.deliver(usize::from(to % 2), usize::from(index));
-            }
-            SessionOp::Lose { to, index } => {
-                let q = &mut p.wire[usize::from(to % 2)];
-                if !q.is_empty() {
-                    let n = q.len();
-                    q.remove(usize::from(index) % n);
-                }
-            }
-            SessionOp::Duplicate { to, index } => {
-                let to = usize::from(to % 2);
-                let q = &p.wire[to];
-                if !q.is_empty() {
-                    let d = q[usize::from(index) % q.len()].clone();
-                    p.feed(to, &d);
-                }
-            }
             SessionOp::Corrupt { to, index, at, xor } => {
                 let q = &mut p.wire[usize::from(to % 2)];
                 if !q.is_empty() {
@@ -418,7 +431,7 @@ pub fn session_ops(data: &[u8]) {
                 }
             }
             SessionOp::Inject { to, bytes } => p.feed(usize::from(to % 2), &bytes),
-            SessionOp::Advance { ms } => p.advance(Duration::from_millis(u64::from(ms))),
+            SessionOp::Wire(op) => p.apply(&op, u64::MAX),
         }
         for i in 0..2 {
             monotonic(&before[i], &p.nodes[i].stats());
@@ -457,9 +470,9 @@ struct Body {
 /// counters only grow, and every packet node 0 sends decodes, with frames that decode.
 pub fn after_handshake(data: &[u8]) {
     let mut p = Pair::new(Arc::new(crate::NullCrypto));
-    let Some((s0, _s1)) = p.establish() else {
+    if p.establish().is_none() {
         panic!("the handshake must complete on a clean wire");
-    };
+    }
     // Node 0 serves something and both open a log, so that RPC and SYNC frames find
     // machines in every state.
     let _ = p.nodes[0].serve(
@@ -479,15 +492,7 @@ pub fn after_handshake(data: &[u8]) {
     p.drain();
     p.settle(64);
     // Node 0's session index, as node 1 addresses it.
-    let index = p.nodes[1]
-        .session_info(
-            p.nodes[1]
-                .session_with(&p.nodes[0].node_id())
-                .expect("session"),
-        )
-        .map(|_| ())
-        .and_then(|()| receiver_index_of(&mut p));
-    let Some(index) = index else {
+    let Some(index) = receiver_index_of(&mut p) else {
         return;
     };
     let mut u = Unstructured::new(data);
@@ -522,7 +527,6 @@ pub fn after_handshake(data: &[u8]) {
         p.events[0].clear();
         p.events[1].clear();
     }
-    let _ = s0;
 }
 
 /// Node 0's receiver index for node 1: read from a DATA packet node 0 would accept, which

@@ -21,7 +21,7 @@ use proto_core::crypto::RustCrypto;
 use proto_core::rpc::{CallId, CallOptions, CallSpec, RpcError, RpcEvent, ServiceSpec, Shape};
 use proto_core::Event;
 
-use crate::node::Pair;
+use crate::node::{Pair, WireOp};
 
 const MAX_STEPS: usize = 512;
 const SHAPES: [Shape; 4] = [
@@ -66,32 +66,8 @@ pub enum RpcOp {
         /// What to do.
         action: u8,
     },
-    /// Delivers the datagram at `index` towards node `to % 2`.
-    Deliver {
-        /// Which queue.
-        to: u8,
-        /// Which datagram.
-        index: u8,
-    },
-    /// Loses it.
-    Lose {
-        /// Which queue.
-        to: u8,
-        /// Which datagram.
-        index: u8,
-    },
-    /// Delivers a copy, keeping the original.
-    Duplicate {
-        /// Which queue.
-        to: u8,
-        /// Which datagram.
-        index: u8,
-    },
-    /// Time passes.
-    Advance {
-        /// Milliseconds.
-        ms: u16,
-    },
+    /// Something the wire does (delivery, loss, duplication, time).
+    Wire(WireOp),
 }
 
 #[derive(Default)]
@@ -250,25 +226,7 @@ pub fn rpc_ops(data: &[u8]) {
                     }
                 }
             }
-            RpcOp::Deliver { to, index } => {
-                let _ = p.deliver(usize::from(to % 2), usize::from(index));
-            }
-            RpcOp::Lose { to, index } => {
-                let q = &mut p.wire[usize::from(to % 2)];
-                if !q.is_empty() {
-                    let n = q.len();
-                    q.remove(usize::from(index) % n);
-                }
-            }
-            RpcOp::Duplicate { to, index } => {
-                let to = usize::from(to % 2);
-                let q = &p.wire[to];
-                if !q.is_empty() {
-                    let d = q[usize::from(index) % q.len()].clone();
-                    p.feed(to, &d);
-                }
-            }
-            RpcOp::Advance { ms } => p.advance(Duration::from_millis(u64::from(ms % 3000))),
+            RpcOp::Wire(op) => p.apply(&op, 3_000),
         }
         p.drain();
         check(&mut p, &mut calls, &mut served);

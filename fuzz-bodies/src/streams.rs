@@ -19,7 +19,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use proto_core::crypto::RustCrypto;
 use proto_core::{Event, Mode, SessionId, StreamError, StreamEvent, StreamId};
 
-use crate::node::Pair;
+use crate::node::{Pair, WireOp};
 
 const MAX_STEPS: usize = 512;
 const MAX_STREAMS: usize = 8;
@@ -53,32 +53,8 @@ pub enum StreamOp {
         /// The code.
         code: u16,
     },
-    /// Delivers the datagram at `index` towards node `to % 2`.
-    Deliver {
-        /// Which queue.
-        to: u8,
-        /// Which datagram.
-        index: u8,
-    },
-    /// Loses it.
-    Lose {
-        /// Which queue.
-        to: u8,
-        /// Which datagram.
-        index: u8,
-    },
-    /// Delivers a copy, keeping the original.
-    Duplicate {
-        /// Which queue.
-        to: u8,
-        /// Which datagram.
-        index: u8,
-    },
-    /// Time passes.
-    Advance {
-        /// Milliseconds.
-        ms: u16,
-    },
+    /// Something the wire does (delivery, loss, duplication, time).
+    Wire(WireOp),
 }
 
 /// The byte at `offset` of stream `id`.
@@ -314,25 +290,7 @@ pub fn stream_ops(data: &[u8]) {
                     w.p.drain();
                 }
             }
-            StreamOp::Deliver { to, index } => {
-                let _ = w.p.deliver(usize::from(to % 2), usize::from(index));
-            }
-            StreamOp::Lose { to, index } => {
-                let q = &mut w.p.wire[usize::from(to % 2)];
-                if !q.is_empty() {
-                    let n = q.len();
-                    q.remove(usize::from(index) % n);
-                }
-            }
-            StreamOp::Duplicate { to, index } => {
-                let to = usize::from(to % 2);
-                let q = &w.p.wire[to];
-                if !q.is_empty() {
-                    let d = q[usize::from(index) % q.len()].clone();
-                    w.p.feed(to, &d);
-                }
-            }
-            StreamOp::Advance { ms } => w.p.advance(Duration::from_millis(u64::from(ms % 2000))),
+            StreamOp::Wire(op) => w.p.apply(&op, 2_000),
         }
         w.observe();
     }
