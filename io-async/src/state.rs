@@ -263,17 +263,11 @@ impl Inner {
             .map_or_else(tracing::Span::none, |s| s.span.0.clone())
     }
 
-    /// The span of the newest live session with `peer` (disabled when no subscriber wants
-    /// `DEBUG` spans, without looking).
+    /// The span of the session the node holds with `peer`.
     pub(crate) fn peer_span(&self, peer: NodeId) -> tracing::Span {
-        if !tracing::enabled!(tracing::Level::DEBUG) {
-            return tracing::Span::none();
-        }
-        self.sessions
-            .values()
-            .rev()
-            .find(|s| s.ended.is_none() && s.info.is_some_and(|i| i.peer == peer))
-            .map_or_else(tracing::Span::none, |s| s.span.0.clone())
+        self.node
+            .session_with(&peer)
+            .map_or_else(tracing::Span::none, |s| self.session_span(s))
     }
 
     /// Hands every queued event of the node to the slot that waits for it. The handles it
