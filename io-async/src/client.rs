@@ -74,7 +74,7 @@ impl Endpoint {
         core::future::poll_fn(|cx| {
             let mut inner = self.shared.lock();
             let p = inner.node.providers(service);
-            if !p.is_empty() || inner.stopped.is_some() {
+            if !p.is_empty() || inner.stopped.is_set() {
                 return Poll::Ready(p);
             }
             crate::state::register(&mut inner.services_wakers, cx.waker());
@@ -153,7 +153,7 @@ impl<'a> CallBuilder<'a> {
     ) -> Result<(CallId, NodeId, tracing::Span), RpcError> {
         let shared = &self.endpoint.shared;
         let mut inner = shared.lock();
-        if inner.stopped.is_some() {
+        if inner.stopped.is_set() {
             return Err(stopped_error());
         }
         let now = shared.now();
@@ -323,7 +323,7 @@ impl Future for ReplyFuture {
             return Poll::Ready(Err(RpcError::Cancelled));
         }
         let mut inner = call.shared.lock();
-        let stopped = inner.stopped.is_some();
+        let stopped = inner.stopped.is_set();
         let Some(slot) = inner.calls.get_mut(&call.call) else {
             call.done = true;
             return Poll::Ready(Err(stopped_error()));
@@ -361,7 +361,7 @@ impl ResponseStream {
             return Poll::Ready(None);
         }
         let mut inner = call.shared.lock();
-        let stopped = inner.stopped.is_some();
+        let stopped = inner.stopped.is_set();
         let Some(slot) = inner.calls.get_mut(&call.call) else {
             call.done = true;
             return Poll::Ready(Some(Err(stopped_error())));

@@ -88,7 +88,7 @@ impl Future for Driver {
         let mut inputs = 0;
         loop {
             let mut inner = shared.lock();
-            if inner.stopped.is_some() {
+            if inner.stopped.is_set() {
                 unlock_and_wake(&mut this.wakes, inner);
                 return Poll::Ready(());
             }
@@ -154,9 +154,7 @@ impl Future for Driver {
             }
             let spawn = core::mem::take(&mut inner.to_spawn);
             if !spawn.is_empty() {
-                let n = spawn.len() as u64;
-                inner.stats.handlers_started += n;
-                inner.stats.handlers_running += n;
+                inner.stats.handlers_spawned(spawn.len());
                 // Their handlers' first polls may answer at once: start them without the
                 // lock, then go round again to send the answers.
                 unlock_and_wake(&mut this.wakes, inner);

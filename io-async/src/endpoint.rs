@@ -7,7 +7,7 @@
 
 use core::future::Future;
 use core::pin::Pin;
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -161,7 +161,7 @@ impl Endpoint {
     /// endpoint is shut down.
     pub fn connect(&self, addr: SocketAddr, spec: PeerSpec) -> Connecting {
         let mut inner = self.shared.lock();
-        if inner.closing || inner.stopped.is_some() {
+        if inner.closing || inner.stopped.is_set() {
             return Connecting {
                 shared: self.shared.clone(),
                 state: ConnectingState::Failed(Some(ConnectError::EndpointClosed)),
@@ -190,15 +190,15 @@ impl Endpoint {
 
     fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Option<Connection>> {
         let mut inner = self.shared.lock();
-        while let Some(session) = inner.incoming.pop_front() {
+        while let Some(session) = inner.incoming.pop() {
             if let Some(c) = connection_of(&self.shared, &inner, session) {
                 return Poll::Ready(Some(c));
             }
         }
-        if inner.closing || inner.stopped.is_some() {
+        if inner.closing || inner.stopped.is_set() {
             return Poll::Ready(None);
         }
-        inner.accept_waker = Some(cx.waker().clone());
+        inner.incoming.wait(cx.waker());
         Poll::Pending
     }
 
@@ -246,7 +246,7 @@ impl Endpoint {
             let mut inner = self.shared.lock();
             let now = self.shared.now();
             inner.begin_shutdown(now, code, drain);
-            if let Some(w) = inner.accept_waker.take() {
+            if let Some(w) = inner.incoming.take_waker() {
                 w.wake();
             }
             inner.wake_driver();
@@ -279,15 +279,7 @@ impl Endpoint {
 
     /// Resolves once the drive loop has stopped, with the reason.
     pub async fn stopped(&self) -> String {
-        core::future::poll_fn(|cx| {
-            let mut inner = self.shared.lock();
-            if let Some(why) = &inner.stopped {
-                return Poll::Ready(why.clone());
-            }
-            crate::state::register(&mut inner.stopped_wakers, cx.waker());
-            Poll::Pending
-        })
-        .await
+        core::future::poll_fn(|cx| self.shared.lock().stopped.poll(cx.waker())).await
     }
 }
 
@@ -328,7 +320,7 @@ impl Future for Connecting {
             ConnectingState::Waiting(s) => *s,
         };
         let mut inner = this.shared.lock();
-        let stopped = inner.stopped.is_some();
+        let stopped = inner.stopped.is_set();
         let Some(slot) = inner.sessions.get_mut(&session) else {
             return Poll::Ready(Err(ConnectError::EndpointClosed));
         };
@@ -442,9 +434,9 @@ impl Connection {
     pub async fn recv_datagram(&self) -> Result<Vec<u8>, ConnectionError> {
         core::future::poll_fn(|cx| {
             let mut inner = self.shared.lock();
-            let stopped = inner.stopped.is_some();
+            let stopped = inner.stopped.is_set();
             let slot = inner.sessions.entry(self.session).or_default();
-            if let Some(d) = slot.datagrams.pop_front() {
+            if let Some(d) = slot.datagrams.pop() {
                 return Poll::Ready(Ok(d));
             }
             if let Some(reason) = slot.ended {
@@ -453,7 +445,7 @@ impl Connection {
             if stopped {
                 return Poll::Ready(Err(ConnectionError::EndpointStopped));
             }
-            slot.datagram_waker = Some(cx.waker().clone());
+            slot.datagrams.wait(cx.waker());
             Poll::Pending
         })
         .await
@@ -493,7 +485,7 @@ impl Connection {
     pub async fn accept_stream(&self) -> Result<Stream, ConnectionError> {
         core::future::poll_fn(|cx| {
             let mut inner = self.shared.lock();
-            let stopped = inner.stopped.is_some();
+            let stopped = inner.stopped.is_set();
             let slot = inner.sessions.entry(self.session).or_default();
             if let Some((id, mode)) = slot.incoming_streams.pop_front() {
                 return Poll::Ready(Ok(Stream::new(
@@ -555,7 +547,7 @@ pub(crate) struct ShutdownState {
 
 impl Inner {
     pub(crate) fn begin_shutdown(&mut self, now: Instant, code: u16, drain: Duration) {
-        if self.shutdown.is_some() || self.stopped.is_some() {
+        if self.shutdown.is_some() || self.stopped.is_set() {
             return;
         }
         self.closing = true;
@@ -614,19 +606,17 @@ impl Inner {
         let done = sent_all && self.node.session_count() == 0 && self.node.queued_transmits() == 0;
         if done || now >= s.give_up {
             self.stop(String::from("shut down"));
-            return self.stopped.clone();
+            return self.stopped.get().cloned();
         }
         None
     }
 
     /// Stops the loop: every waiting handle is woken to see it.
     pub(crate) fn stop(&mut self, why: String) {
-        self.stopped = Some(why);
+        let waiting = self.stopped.set(why);
         self.closing = true;
-        for w in self.stopped_wakers.drain(..) {
-            w.wake();
-        }
-        if let Some(w) = self.accept_waker.take() {
+        waiting.into_iter().for_each(Waker::wake);
+        if let Some(w) = self.incoming.take_waker() {
             w.wake();
         }
         for s in self.sessions.values_mut() {
@@ -637,7 +627,7 @@ impl Inner {
             }
             for w in [
                 s.connect_waker.take(),
-                s.datagram_waker.take(),
+                s.datagrams.take_waker(),
                 s.stream_waker.take(),
             ]
             .into_iter()

@@ -39,6 +39,7 @@ mod runtime;
 mod server;
 mod state;
 mod stream;
+mod sync;
 mod wake;
 
 pub use client::{CallBuilder, Cancel, ReplyFuture, RequestSink, ResponseStream};

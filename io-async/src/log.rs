@@ -135,7 +135,7 @@ impl Log {
         let mut seen = None;
         core::future::poll_fn(|cx| {
             let mut inner = self.shared.lock();
-            let stopped = inner.stopped.is_some();
+            let stopped = inner.stopped.is_set();
             let Some(l) = inner.logs.get_mut(&self.id) else {
                 return Poll::Ready(());
             };
@@ -159,7 +159,7 @@ impl Log {
     pub async fn next_persist_request(&self) -> Option<(u64, u64)> {
         core::future::poll_fn(|cx| {
             let mut inner = self.shared.lock();
-            let stopped = inner.stopped.is_some();
+            let stopped = inner.stopped.is_set();
             let Some(l) = inner.logs.get_mut(&self.id) else {
                 return Poll::Ready(None);
             };
@@ -209,7 +209,7 @@ impl Future for Outcome {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let mut inner = this.shared.lock();
-        let stopped = inner.stopped.is_some();
+        let stopped = inner.stopped.is_set();
         let Some(l) = inner.logs.get_mut(&this.log) else {
             return Poll::Ready(Err(LogError::Unknown(this.log)));
         };
@@ -265,7 +265,7 @@ impl LogTail {
                 return Poll::Ready(Some(e));
             }
             let mut inner = self.shared.lock();
-            let stopped = inner.stopped.is_some();
+            let stopped = inner.stopped.is_set();
             let Ok(batch) = inner.node.log_read(self.log, self.next, 256, 1 << 20) else {
                 return Poll::Ready(None);
             };
@@ -338,11 +338,13 @@ impl Log {
 }
 
 /// One thread that runs a sync function on request, for as long as the worker lives.
+/// Dropping the worker ends the thread (its request channel closes). Built on `crate::sync`,
+/// so the loom models below run this code.
 struct SyncWorker {
     /// One request at a time: the caller waits for each result before it asks again.
-    requests: std::sync::mpsc::SyncSender<()>,
+    requests: crate::sync::Requester,
     /// Each run's outcome; abandoned when the thread ends (a panic in the function).
-    done: Arc<std::sync::Mutex<Slot<std::io::Result<()>>>>,
+    done: crate::sync::Arc<crate::sync::Mutex<Slot<std::io::Result<()>>>>,
 }
 
 impl SyncWorker {
@@ -350,36 +352,34 @@ impl SyncWorker {
     where
         F: FnMut() -> std::io::Result<()> + Send + 'static,
     {
-        let (requests, rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let done = Arc::new(std::sync::Mutex::new(Slot::default()));
+        let (requests, rx) = crate::sync::request_channel();
+        let done = crate::sync::Arc::new(crate::sync::Mutex::new(Slot::default()));
         let theirs = done.clone();
-        std::thread::Builder::new()
-            .name(String::from("net-log-sync"))
-            .spawn(move || {
-                // Marks the worker gone however the thread ends, panics included.
-                struct Gone(Arc<std::sync::Mutex<Slot<std::io::Result<()>>>>);
-                impl Drop for Gone {
-                    fn drop(&mut self) {
-                        let w = lock_done(&self.0).abandon();
-                        w.into_iter().for_each(core::task::Waker::wake);
-                    }
-                }
-                let gone = Gone(theirs);
-                while rx.recv().is_ok() {
-                    let r = sync();
-                    let w = lock_done(&gone.0).complete(r);
+        crate::sync::spawn_thread("net-log-sync", move || {
+            // Marks the worker gone however the thread ends, panics included.
+            struct Gone(crate::sync::Arc<crate::sync::Mutex<Slot<std::io::Result<()>>>>);
+            impl Drop for Gone {
+                fn drop(&mut self) {
+                    let w = crate::sync::lock(&self.0).abandon();
                     w.into_iter().for_each(core::task::Waker::wake);
                 }
-            })?;
+            }
+            let gone = Gone(theirs);
+            while rx.recv() {
+                let r = sync();
+                let w = crate::sync::lock(&gone.0).complete(r);
+                w.into_iter().for_each(core::task::Waker::wake);
+            }
+        })?;
         Ok(SyncWorker { requests, done })
     }
 
     /// Runs the function once on the worker thread and waits for its result.
     async fn run(&self) -> std::io::Result<()> {
-        if self.requests.send(()).is_err() {
+        if self.requests.send().is_err() {
             return Err(std::io::Error::other("the log's sync thread has stopped"));
         }
-        match core::future::poll_fn(|cx| lock_done(&self.done).poll(cx.waker())).await {
+        match core::future::poll_fn(|cx| crate::sync::lock(&self.done).poll(cx.waker())).await {
             Some(r) => r,
             None => Err(std::io::Error::other(
                 "the log's sync thread died in the sync (it panicked)",
@@ -388,6 +388,33 @@ impl SyncWorker {
     }
 }
 
-fn lock_done<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+#[cfg(all(test, loom))]
+mod loom_models {
+    //! The log's sync worker on loom's threads, channel and mutex: the real code.
+    use super::SyncWorker;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::sync::Arc;
+
+    #[test]
+    fn loom_each_sync_run_gets_its_own_result_and_the_worker_ends_when_dropped() {
+        loom::model(|| {
+            let runs = Arc::new(AtomicUsize::new(0));
+            let theirs = runs.clone();
+            let worker = SyncWorker::start(move || {
+                let n = theirs.fetch_add(1, Ordering::SeqCst);
+                if n == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other("disk full"))
+                }
+            })
+            .unwrap();
+            assert!(loom::future::block_on(worker.run()).is_ok());
+            let second = loom::future::block_on(worker.run());
+            assert_eq!(second.unwrap_err().to_string(), "disk full");
+            assert_eq!(runs.load(Ordering::SeqCst), 2);
+            // Dropping the worker closes its channel: the model fails if its thread never ends.
+            drop(worker);
+        });
+    }
 }

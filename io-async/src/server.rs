@@ -101,12 +101,12 @@ impl core::fmt::Debug for Request {
 pub(crate) struct CallRef {
     pub(crate) shared: Arc<Shared>,
     pub(crate) call: CallId,
-    ended: std::sync::atomic::AtomicBool,
+    ended: crate::wake::EndOnce,
 }
 
 impl CallRef {
     fn end(&self, f: impl FnOnce(&mut proto_core::CallHandle<'_>, Instant)) {
-        if self.ended.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        if !self.ended.claim() {
             return;
         }
         let mut inner = self.shared.lock();
@@ -401,7 +401,7 @@ pub(crate) fn start(
     let call = Arc::new(CallRef {
         shared: shared.clone(),
         call: incoming.call,
-        ended: std::sync::atomic::AtomicBool::new(false),
+        ended: crate::wake::EndOnce::default(),
     });
     let request = Request {
         peer: incoming.peer,
@@ -433,7 +433,7 @@ pub(crate) fn start(
     // The first poll runs here, on the drive loop: a handler that answers without waiting
     // (most unary ones) costs no task and no hop between threads. Whatever it registers
     // wakes the forwarder, which wakes the spawned task once it has been polled.
-    let forward = Arc::new(Forward::default());
+    let forward = Arc::new(crate::wake::Forward::default());
     let waker = core::task::Waker::from(forward.clone());
     if Pin::new(&mut task)
         .poll(&mut Context::from_waker(&waker))
@@ -448,33 +448,9 @@ pub(crate) fn start(
     }));
 }
 
-/// Passes wakes on to the task a handler moved to after its first poll.
-#[derive(Default)]
-struct Forward {
-    target: std::sync::Mutex<Option<core::task::Waker>>,
-}
-
-impl std::task::Wake for Forward {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let target = self
-            .target
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(w) = target.as_ref() {
-            w.wake_by_ref();
-        }
-        // Before the task's first poll there is nobody to wake: that poll polls the handler
-        // anyway.
-    }
-}
-
 /// A handler that did not finish on its first poll, in its own task.
 struct Handoff {
-    forward: Arc<Forward>,
+    forward: Arc<crate::wake::Forward>,
     installed: bool,
     task: Abortable,
 }
@@ -485,11 +461,7 @@ impl Future for Handoff {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         if !this.installed {
-            *this
-                .forward
-                .target
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cx.waker().clone());
+            this.forward.install(cx.waker());
             this.installed = true;
         }
         Pin::new(&mut this.task).poll(cx)
@@ -510,14 +482,14 @@ impl Future for Abortable {
         let this = self.get_mut();
         {
             let mut inner = this.shared.lock();
-            match inner.calls.get_mut(&this.call) {
-                Some(slot) if slot.aborted.is_some() => {
-                    drop(inner);
-                    this.fut = None;
-                    return Poll::Ready(());
-                }
-                Some(slot) => slot.abort_waker = Some(cx.waker().clone()),
-                None => {}
+            if inner
+                .calls
+                .get_mut(&this.call)
+                .is_some_and(|slot| slot.poll_aborted(cx.waker()))
+            {
+                drop(inner);
+                this.fut = None;
+                return Poll::Ready(());
             }
         }
         match this.fut.as_mut() {
@@ -537,8 +509,7 @@ impl Drop for Abortable {
     fn drop(&mut self) {
         // Drop the handler (and its CallRef) before counting it gone.
         self.fut = None;
-        let mut inner = self.shared.lock();
-        inner.stats.handlers_running = inner.stats.handlers_running.saturating_sub(1);
+        self.shared.lock().stats.handler_gone();
     }
 }
 

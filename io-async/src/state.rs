@@ -62,8 +62,8 @@ pub(crate) struct PeerInfo {
 #[derive(Default)]
 pub(crate) struct SessionSlot {
     pub(crate) info: Option<PeerInfo>,
-    pub(crate) datagrams: VecDeque<Vec<u8>>,
-    pub(crate) datagram_waker: Option<Waker>,
+    /// Received datagrams, bounded by [`Bounds::datagrams`].
+    pub(crate) datagrams: crate::wake::Bounded<Vec<u8>>,
     pub(crate) incoming_streams: VecDeque<(StreamId, Mode)>,
     pub(crate) stream_waker: Option<Waker>,
     pub(crate) ended: Option<DisconnectReason>,
@@ -131,6 +131,22 @@ pub(crate) struct CallSlot {
 }
 
 impl CallSlot {
+    /// A handler task's check before it polls its handler: true if the call was aborted (the
+    /// task drops the handler); otherwise `waker` is woken when it is.
+    pub(crate) fn poll_aborted(&mut self, waker: &Waker) -> bool {
+        if self.aborted.is_some() {
+            return true;
+        }
+        self.abort_waker = Some(waker.clone());
+        false
+    }
+
+    /// The call was aborted: its handles' wakers go to `out`.
+    pub(crate) fn abort(&mut self, reason: AbortReason, out: &mut Vec<Waker>) {
+        self.aborted = Some(reason);
+        self.defer_wakes(out);
+    }
+
     /// Moves every waker to `out`, to be woken once the lock is released.
     pub(crate) fn defer_wakes(&mut self, out: &mut Vec<Waker>) {
         out.extend(
@@ -194,6 +210,22 @@ pub struct DriverStats {
     pub handlers_running: u64,
 }
 
+impl DriverStats {
+    /// The drive loop is starting `n` handler tasks.
+    pub(crate) fn handlers_spawned(&mut self, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        self.handlers_started = self.handlers_started.saturating_add(n);
+        self.handlers_running = self.handlers_running.saturating_add(n);
+    }
+
+    /// A handler task ended (finished or dropped). Each spawned task ends once, so the gauge
+    /// never goes below zero (the loom model in this file checks it under racing ends).
+    pub(crate) fn handler_gone(&mut self) {
+        debug_assert!(self.handlers_running > 0, "a handler task ended twice");
+        self.handlers_running = self.handlers_running.saturating_sub(1);
+    }
+}
+
 /// The node and the handle slots, under one lock.
 pub(crate) struct Inner {
     pub(crate) node: Node,
@@ -206,8 +238,8 @@ pub(crate) struct Inner {
     pub(crate) streams: BTreeMap<(SessionId, StreamId), StreamSlot>,
     pub(crate) calls: BTreeMap<CallId, CallSlot>,
     pub(crate) logs: BTreeMap<LogId, LogSlot>,
-    pub(crate) incoming: VecDeque<SessionId>,
-    pub(crate) accept_waker: Option<Waker>,
+    /// Sessions peers opened that wait for `accept`, bounded by [`Bounds::accept`].
+    pub(crate) incoming: crate::wake::Bounded<SessionId>,
     pub(crate) handlers: BTreeMap<String, Handler>,
     /// Incoming calls whose handler the drive loop starts once it has released the lock.
     pub(crate) to_spawn: Vec<(Handler, proto_core::rpc::Incoming, tracing::Span)>,
@@ -219,8 +251,7 @@ pub(crate) struct Inner {
     /// `shutdown` started: no new sessions are accepted.
     pub(crate) closing: bool,
     /// The drive loop has stopped (shutdown finished or the socket failed).
-    pub(crate) stopped: Option<String>,
-    pub(crate) stopped_wakers: Vec<Waker>,
+    pub(crate) stopped: crate::wake::Latch<String>,
     pub(crate) shutdown: Option<crate::endpoint::ShutdownState>,
 }
 
@@ -235,16 +266,14 @@ impl Inner {
             streams: BTreeMap::new(),
             calls: BTreeMap::new(),
             logs: BTreeMap::new(),
-            incoming: VecDeque::new(),
-            accept_waker: None,
+            incoming: crate::wake::Bounded::default(),
             handlers: BTreeMap::new(),
             to_spawn: Vec::new(),
             services_wakers: Vec::new(),
             stats: DriverStats::default(),
             wakes: Vec::new(),
             closing: false,
-            stopped: None,
-            stopped_wakers: Vec::new(),
+            stopped: crate::wake::Latch::default(),
             shutdown: None,
         }
     }
@@ -308,29 +337,20 @@ impl Inner {
                 if let Some(w) = slot.connect_waker.take() {
                     self.wakes.push(w);
                 } else if !initiator {
-                    if self.closing || self.incoming.len() >= self.bounds.accept {
+                    let cap = if self.closing { 0 } else { self.bounds.accept };
+                    if self.incoming.offer(cap, session, &mut self.wakes).is_err() {
                         self.stats.accepts_dropped += 1;
                         tracing::debug!(parent: &slot.span.0, "accept queue full or closing; session refused");
                         let _ = self.node.close(now, session, crate::CLOSE_REFUSED);
-                    } else {
-                        self.incoming.push_back(session);
-                        if let Some(w) = self.accept_waker.take() {
-                            self.wakes.push(w);
-                        }
                     }
                 }
             }
             Event::Datagram { session, data, .. } => {
                 let cap = self.bounds.datagrams;
                 let slot = self.sessions.entry(session).or_default();
-                if slot.datagrams.len() >= cap {
+                if slot.datagrams.offer(cap, data, &mut self.wakes).is_err() {
                     self.stats.datagrams_dropped += 1;
                     tracing::trace!(parent: &slot.span.0, cap, "datagram queue full; datagram dropped");
-                } else {
-                    slot.datagrams.push_back(data);
-                    if let Some(w) = slot.datagram_waker.take() {
-                        self.wakes.push(w);
-                    }
                 }
             }
             Event::Stream {
@@ -348,7 +368,7 @@ impl Inner {
                 slot.ended = Some(reason);
                 for w in [
                     slot.connect_waker.take(),
-                    slot.datagram_waker.take(),
+                    slot.datagrams.take_waker(),
                     slot.stream_waker.take(),
                 ]
                 .into_iter()
@@ -488,8 +508,7 @@ impl Inner {
             }
             RpcEvent::Aborted { call, reason } => {
                 if let Some(c) = self.calls.get_mut(&call) {
-                    c.aborted = Some(reason);
-                    c.defer_wakes(&mut self.wakes);
+                    c.abort(reason, &mut self.wakes);
                 }
             }
             RpcEvent::ServicesChanged { .. } => {
@@ -541,5 +560,71 @@ impl Inner {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    //! The handler task's abort check and the handler gauge, with loom's mutex standing in for
+    //! the endpoint's lock.
+    use super::{CallSlot, DriverStats};
+    use crate::wake::loom_models::counting;
+    use core::task::Waker;
+    use loom::sync::atomic::Ordering;
+    use loom::sync::{Arc, Mutex};
+    use proto_core::rpc::AbortReason;
+
+    #[test]
+    fn loom_an_aborted_handler_is_dropped_or_woken() {
+        loom::model(|| {
+            let slot = Arc::new(Mutex::new(CallSlot::default()));
+            let abort = {
+                let slot = slot.clone();
+                loom::thread::spawn(move || {
+                    let mut wakes = Vec::new();
+                    slot.lock()
+                        .unwrap()
+                        .abort(AbortReason::Cancelled, &mut wakes);
+                    wakes.into_iter().for_each(Waker::wake);
+                })
+            };
+            let (count, waker) = counting();
+            let dropped = slot.lock().unwrap().poll_aborted(&waker);
+            abort.join().unwrap();
+            assert!(
+                dropped || count.0.load(Ordering::SeqCst) == 1,
+                "aborted, and the handler neither dropped nor woken"
+            );
+            assert!(slot.lock().unwrap().poll_aborted(&waker));
+        });
+    }
+
+    #[test]
+    fn loom_the_handler_gauge_counts_every_start_and_end_once() {
+        loom::model(|| {
+            let stats = Arc::new(Mutex::new(DriverStats::default()));
+            stats.lock().unwrap().handlers_spawned(2);
+            // Two handler tasks end on the runtime's threads while the drive loop starts one
+            // more and an application reads the counters.
+            let ends: Vec<_> = (0..2)
+                .map(|_| {
+                    let stats = stats.clone();
+                    loom::thread::spawn(move || stats.lock().unwrap().handler_gone())
+                })
+                .collect();
+            let spawn = {
+                let stats = stats.clone();
+                loom::thread::spawn(move || stats.lock().unwrap().handlers_spawned(1))
+            };
+            let seen = *stats.lock().unwrap();
+            assert!(seen.handlers_running <= seen.handlers_started);
+            assert!((2..=3).contains(&seen.handlers_started));
+            for e in ends {
+                e.join().unwrap();
+            }
+            spawn.join().unwrap();
+            let end = *stats.lock().unwrap();
+            assert_eq!((end.handlers_started, end.handlers_running), (3, 1));
+        });
     }
 }

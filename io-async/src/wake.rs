@@ -1,15 +1,28 @@
-//! The two small protocols by which the drive loop and the handles wake each other, as plain
-//! data that is only ever touched under the endpoint's lock. Keeping them here, apart from
-//! everything else the lock guards, lets the loom models at the bottom check them under every
-//! interleaving (`RUSTFLAGS="--cfg loom" cargo test -p io-async --release --lib loom`).
+//! The small protocols by which the drive loop, the handles and the handler tasks wake and
+//! stop each other. Each is a piece of its own, apart from everything else the endpoint's lock
+//! guards, so that the loom models at the bottom check the real code under every interleaving
+//! (`RUSTFLAGS="--cfg loom" cargo test -p io-async --release --lib loom`).
 //!
+//! Plain data, only ever touched under the endpoint's lock (the models put it under loom's):
 //! - [`DriverWake`]: a handle that queued work wakes the drive loop. While the loop is inside
 //!   its poll a flag is enough (it looks before returning), which spares the runtime a
 //!   self-wake; otherwise the loop's waker is woken.
 //! - [`Slot`]: a handle waiting for one result (a call's reply, a sync's outcome) registers its
 //!   waker; whoever produces the result takes the waker and wakes it, after releasing the lock.
+//! - [`Bounded`]: a queue the drive loop fills and one handle drains (a connection's received
+//!   datagrams, the sessions waiting for `accept`); full, it refuses and the caller counts the
+//!   drop.
+//! - [`Latch`]: set once (the endpoint stopped, with why), seen by every waiter.
+//!
+//! With their own synchronisation (`crate::sync`, std or loom):
+//! - [`Forward`]: passes wakes on to the task a handler moved to after its first poll.
+//! - [`EndOnce`]: the first of a call's racing ends (its handler's answer, its last handle's
+//!   drop) is the one that ends it.
 
 use core::task::{Poll, Waker};
+use std::collections::VecDeque;
+
+use crate::sync::{lock, AtomicBool, Mutex, Ordering};
 
 /// Whether the drive loop is polling, whether it was asked to go round again, and its waker.
 #[derive(Default)]
@@ -102,18 +115,162 @@ impl<T> Slot<T> {
     }
 }
 
+/// A bounded queue that one waiter drains. Its bound comes from the caller at each offer
+/// (the endpoint's configuration), and a refused item comes back so the caller can count it.
+pub(crate) struct Bounded<T> {
+    items: VecDeque<T>,
+    waker: Option<Waker>,
+}
+
+impl<T> Default for Bounded<T> {
+    fn default() -> Self {
+        Bounded {
+            items: VecDeque::new(),
+            waker: None,
+        }
+    }
+}
+
+impl<T> Bounded<T> {
+    /// Queues `item` unless `cap` items wait already; the waiter's waker goes to `wakes` (to
+    /// be woken once the lock is released).
+    ///
+    /// # Errors
+    /// The queue is full: `item` comes back, not queued.
+    pub(crate) fn offer(&mut self, cap: usize, item: T, wakes: &mut Vec<Waker>) -> Result<(), T> {
+        if self.items.len() >= cap {
+            return Err(item);
+        }
+        self.items.push_back(item);
+        wakes.extend(self.waker.take());
+        Ok(())
+    }
+
+    /// The oldest item, if any.
+    pub(crate) fn pop(&mut self) -> Option<T> {
+        self.items.pop_front()
+    }
+
+    /// The waiter found nothing (after [`Bounded::pop`], in the same lock hold): it waits.
+    pub(crate) fn wait(&mut self, waker: &Waker) {
+        match &self.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => self.waker = Some(waker.clone()),
+        }
+    }
+
+    /// The waiter's waker, for an end that it must see (the session or the endpoint ended).
+    pub(crate) fn take_waker(&mut self) -> Option<Waker> {
+        self.waker.take()
+    }
+
+    /// Keeps only the items `keep` says to.
+    pub(crate) fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        self.items.retain(keep);
+    }
+}
+
+/// A value set once that any number of tasks wait for.
+pub(crate) struct Latch<T> {
+    value: Option<T>,
+    wakers: Vec<Waker>,
+}
+
+impl<T> Default for Latch<T> {
+    fn default() -> Self {
+        Latch {
+            value: None,
+            wakers: Vec::new(),
+        }
+    }
+}
+
+impl<T: Clone> Latch<T> {
+    /// The value, or `Pending` with `waker` registered.
+    pub(crate) fn poll(&mut self, waker: &Waker) -> Poll<T> {
+        if let Some(v) = &self.value {
+            return Poll::Ready(v.clone());
+        }
+        if !self.wakers.iter().any(|w| w.will_wake(waker)) {
+            self.wakers.push(waker.clone());
+        }
+        Poll::Pending
+    }
+
+    /// Sets the value unless it was set (the first reason stands); returns the wakers to
+    /// wake once the lock is released.
+    #[must_use]
+    pub(crate) fn set(&mut self, value: T) -> Vec<Waker> {
+        if self.value.is_none() {
+            self.value = Some(value);
+        }
+        core::mem::take(&mut self.wakers)
+    }
+
+    pub(crate) fn get(&self) -> Option<&T> {
+        self.value.as_ref()
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.value.is_some()
+    }
+}
+
+/// Passes wakes on to the task a handler moved to after its first poll (which ran on the
+/// drive loop, with this as its waker).
+#[derive(Default)]
+pub(crate) struct Forward {
+    target: Mutex<Option<Waker>>,
+}
+
+impl Forward {
+    /// The handler's task is about to poll it for the first time: wakes go to `waker` from
+    /// now on. Wakes before this went nowhere; the poll that follows covers them.
+    pub(crate) fn install(&self, waker: &Waker) {
+        *lock(&self.target) = Some(waker.clone());
+    }
+
+    /// Something the handler waits for happened.
+    pub(crate) fn wake(&self) {
+        if let Some(w) = lock(&self.target).as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
+impl std::task::Wake for Forward {
+    fn wake(self: std::sync::Arc<Self>) {
+        Forward::wake(&self);
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        Forward::wake(self);
+    }
+}
+
+/// Lets only the first of several racing ends of one thing through.
+#[derive(Default)]
+pub(crate) struct EndOnce(AtomicBool);
+
+impl EndOnce {
+    /// True for the first caller only.
+    pub(crate) fn claim(&self) -> bool {
+        !self.0.swap(true, Ordering::AcqRel)
+    }
+}
+
 #[cfg(all(test, loom))]
-mod loom_models {
+pub(crate) mod loom_models {
     //! Each model runs every interleaving loom can find of the real protocol code above, with
     //! loom's mutex standing in for the endpoint's lock.
-    use super::{DriverWake, Slot};
+    use super::{Bounded, DriverWake, EndOnce, Forward, Latch, Slot};
     use core::task::{Poll, Waker};
     use loom::sync::atomic::{AtomicUsize, Ordering};
     use loom::sync::{Arc, Mutex};
     use std::task::Wake;
 
-    /// A waker that counts its wakes.
-    struct Count(AtomicUsize);
+    /// A waker that counts its wakes (the other modules' models use it too).
+    pub(crate) struct Count(pub(crate) AtomicUsize);
 
     impl Wake for Count {
         fn wake(self: std::sync::Arc<Self>) {
@@ -124,7 +281,7 @@ mod loom_models {
         }
     }
 
-    fn counting() -> (std::sync::Arc<Count>, Waker) {
+    pub(crate) fn counting() -> (std::sync::Arc<Count>, Waker) {
         let c = std::sync::Arc::new(Count(AtomicUsize::new(0)));
         (c.clone(), Waker::from(c))
     }
@@ -239,6 +396,150 @@ mod loom_models {
                 assert_eq!(count.0.load(Ordering::SeqCst), 1);
             }
             assert_eq!(slot.lock().unwrap().poll(&waker), Poll::Ready(None));
+        });
+    }
+
+    /// What the drive loop's side of a bounded queue keeps: the queue and its drop counter.
+    struct Fed {
+        queue: Bounded<u32>,
+        dropped: u64,
+    }
+
+    #[test]
+    fn loom_a_full_queue_counts_what_it_refuses_and_loses_no_wake() {
+        loom::model(|| {
+            let (count, waker) = counting();
+            let state = Arc::new(Mutex::new(Fed {
+                queue: Bounded::default(),
+                dropped: 0,
+            }));
+            let producer = {
+                let state = state.clone();
+                loom::thread::spawn(move || {
+                    for item in 0..3 {
+                        let mut wakes = Vec::new();
+                        let mut s = state.lock().unwrap();
+                        if s.queue.offer(2, item, &mut wakes).is_err() {
+                            s.dropped += 1;
+                        }
+                        drop(s);
+                        wakes.into_iter().for_each(Waker::wake);
+                    }
+                })
+            };
+            // The handle's poll: everything queued, or wait when there is nothing.
+            let mut taken = Vec::new();
+            {
+                let mut s = state.lock().unwrap();
+                while let Some(v) = s.queue.pop() {
+                    taken.push(v);
+                }
+                if taken.is_empty() {
+                    s.queue.wait(&waker);
+                }
+            }
+            producer.join().unwrap();
+            let mut s = state.lock().unwrap();
+            if taken.is_empty() {
+                assert!(
+                    count.0.load(Ordering::SeqCst) > 0,
+                    "queued, waiting, never woken"
+                );
+            }
+            while let Some(v) = s.queue.pop() {
+                taken.push(v);
+            }
+            assert!(
+                taken.windows(2).all(|w| w[0] < w[1]),
+                "out of order: {taken:?}"
+            );
+            assert_eq!(
+                taken.len() as u64 + s.dropped,
+                3,
+                "an item neither kept nor counted"
+            );
+            assert!(taken.len() >= 2, "refused with room: {taken:?}");
+        });
+    }
+
+    #[test]
+    fn loom_every_waiter_sees_the_stop_and_its_first_reason() {
+        loom::model(|| {
+            let latch = Arc::new(Mutex::new(Latch::<u8>::default()));
+            let stoppers: Vec<_> = [1u8, 2]
+                .into_iter()
+                .map(|why| {
+                    let latch = latch.clone();
+                    loom::thread::spawn(move || {
+                        let wakes = latch.lock().unwrap().set(why);
+                        wakes.into_iter().for_each(Waker::wake);
+                    })
+                })
+                .collect();
+            let (count, waker) = counting();
+            let seen = latch.lock().unwrap().poll(&waker);
+            for s in stoppers {
+                s.join().unwrap();
+            }
+            let last = latch.lock().unwrap().poll(&waker);
+            let Poll::Ready(why) = last else {
+                panic!("stopped twice and still pending");
+            };
+            match seen {
+                Poll::Ready(first) => assert_eq!(first, why, "the reason changed"),
+                Poll::Pending => assert_eq!(count.0.load(Ordering::SeqCst), 1, "never woken"),
+            }
+        });
+    }
+
+    #[test]
+    fn loom_a_wake_before_the_handoff_is_not_lost() {
+        loom::model(|| {
+            // The handler's first poll ran on the drive loop with the forwarder as its waker
+            // and found nothing; its task has been spawned but not polled yet.
+            let ready = Arc::new(Mutex::new(false));
+            let forward = Arc::new(Forward::default());
+            let event = {
+                let (ready, forward) = (ready.clone(), forward.clone());
+                loom::thread::spawn(move || {
+                    *ready.lock().unwrap() = true;
+                    forward.wake();
+                })
+            };
+            // The task's first poll: install its waker, then poll the handler.
+            let (count, task) = counting();
+            forward.install(&task);
+            let saw = *ready.lock().unwrap();
+            event.join().unwrap();
+            assert!(
+                saw || count.0.load(Ordering::SeqCst) > 0,
+                "the handler's event was neither seen nor forwarded"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_a_call_is_ended_by_exactly_one_of_its_racing_ends() {
+        loom::model(|| {
+            let once = Arc::new(EndOnce::default());
+            let ends = Arc::new(AtomicUsize::new(0));
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (once, ends) = (once.clone(), ends.clone());
+                    loom::thread::spawn(move || {
+                        if once.claim() {
+                            ends.fetch_add(1, Ordering::SeqCst);
+                        }
+                    })
+                })
+                .collect();
+            if once.claim() {
+                ends.fetch_add(1, Ordering::SeqCst);
+            }
+            for r in racers {
+                r.join().unwrap();
+            }
+            assert_eq!(ends.load(Ordering::SeqCst), 1);
         });
     }
 }
