@@ -2,7 +2,8 @@
 //! read a crash artifact or a corpus entry.
 //!
 //! Run: `cargo run -p net-fuzz-bodies --example show_input -- rpc_ops fuzz/artifacts/rpc_ops/crash-...`
-//! (targets: `session_ops`, `stream_ops`, `rpc_ops`, `log_ops`).
+//! (targets: `session_ops`, `stream_ops`, `rpc_ops`, `log_ops`, and `world`, whose input is
+//! one world).
 
 use arbitrary::{Arbitrary, Unstructured};
 use net_fuzz_bodies::{log::LogOp, node::SessionOp, rpc::RpcOp, streams::StreamOp};
@@ -28,6 +29,10 @@ fn main() -> Result<(), String> {
         "stream_ops" => show::<StreamOp>(&data),
         "rpc_ops" => show::<RpcOp>(&data),
         "log_ops" => show::<LogOp>(&data),
+        "world" => {
+            let w = net_fuzz_bodies::world::WorldInput::arbitrary(&mut Unstructured::new(&data));
+            println!("{w:#?}");
+        }
         other => return Err(format!("{other} is not an operation-sequence target")),
     }
     Ok(())

@@ -1,11 +1,17 @@
 //! The whole-world target: an io-sim world of real nodes whose workload, links and faults come
 //! from the input, with the simulator's reference checks.
 //!
-//! Two workloads, chosen by the input:
+//! Three workloads, chosen by the input, each checked after every step of the world (a
+//! violation stops the run at the step that caused it) and again at the end:
 //! - **a replicated log** over 3 or 5 nodes (`io_sim::meshlog`): writes to whoever leads, the
 //!   world's own seeded chaos plus the input's partitions, crashes, restarts and pauses, all
-//!   healed before the end; the final check (`replog::check_final`) demands agreement of
-//!   every replica's committed prefix and that no acknowledged write was lost;
+//!   healed before the end. After every step the world's invariant demands that no two
+//!   replicas disagree on a committed entry; at the end `replog::check_final` demands the
+//!   same of every replica's committed prefix and that no acknowledged write was lost;
+//! - **a stream** (`io_sim::transfer`): up to 128 KiB of a seeded byte pattern, ordered or as
+//!   unordered messages, over the input's faulty link, blackouts and stalls. The receiver
+//!   checks every byte (or message offset) as it reads it; at the end the stream is complete
+//!   at both ends, or it failed and both ends were told;
 //! - **nRPC** (`io_sim::rpc`): calls of all four shapes with deadlines and cancellations over
 //!   links with the input's loss, duplication, reordering and corruption, each answer checked
 //!   as it arrives by the scenario's caller; by the end every call has resolved.
@@ -15,12 +21,14 @@ use std::time::Duration;
 use arbitrary::{Arbitrary, Unstructured};
 use io_sim::replog::{check_final, LogParams};
 use io_sim::rpc::{rpc, RpcParams, ALL_SHAPES};
+use io_sim::transfer::{transfer, TransferParams};
 use io_sim::{Fault, HostId, LinkConfig, ScheduledFault};
-use proto_core::Instant;
+use proto_core::{Instant, Mode};
 
 /// One fault of the input, at `at_ms` into the run (within the chaos window).
+#[allow(missing_docs)]
 #[derive(Arbitrary, Debug)]
-enum FaultSpec {
+pub enum FaultSpec {
     /// Cut `host` off from the others.
     Isolate { host: u8, at_ms: u16 },
     /// Crash `host` (restarted when the chaos ends).
@@ -31,14 +39,15 @@ enum FaultSpec {
     Heal { at_ms: u16 },
 }
 
+#[allow(missing_docs)]
 #[derive(Arbitrary, Debug)]
-struct LinkSpec {
-    latency_ms: u8,
-    jitter_ms: u8,
-    loss_ppm: u16,
-    duplicate_ppm: u16,
-    reorder_ppm: u16,
-    corrupt_ppm: u16,
+pub struct LinkSpec {
+    pub latency_ms: u8,
+    pub jitter_ms: u8,
+    pub loss_ppm: u16,
+    pub duplicate_ppm: u16,
+    pub reorder_ppm: u16,
+    pub corrupt_ppm: u16,
 }
 
 impl LinkSpec {
@@ -57,12 +66,21 @@ impl LinkSpec {
     }
 }
 
+/// What a `world` input means (`examples/show_input.rs world FILE` prints it).
+#[allow(missing_docs)]
 #[derive(Arbitrary, Debug)]
-enum WorldInput {
+pub enum WorldInput {
     Log {
         seed: u64,
         five: bool,
         link: LinkSpec,
+        faults: Vec<FaultSpec>,
+    },
+    Stream {
+        seed: u64,
+        link: LinkSpec,
+        kib: u8,
+        unordered: bool,
         faults: Vec<FaultSpec>,
     },
     Rpc {
@@ -87,6 +105,13 @@ pub fn world(data: &[u8]) {
             link,
             faults,
         } => log_world(seed, if five { 5 } else { 3 }, &link, &faults),
+        WorldInput::Stream {
+            seed,
+            link,
+            kib,
+            unordered,
+            faults,
+        } => stream_world(seed, &link, kib, unordered, &faults),
         WorldInput::Rpc {
             seed,
             link,
@@ -157,6 +182,67 @@ fn log_world(seed: u64, nodes: usize, link: &LinkSpec, faults: &[FaultSpec]) {
     if let Err(e) = check_final(&w, &h, &p) {
         panic!("log safety: {e}");
     }
+}
+
+fn stream_world(seed: u64, link: &LinkSpec, kib: u8, unordered: bool, faults: &[FaultSpec]) {
+    let bytes = 1024 * (1 + u64::from(kib % 128));
+    let p = TransferParams {
+        seed,
+        bytes,
+        link: link.config(),
+        mode: if unordered {
+            Mode::Unordered
+        } else {
+            Mode::Ordered
+        },
+        ..TransferParams::default()
+    };
+    let (mut w, out) = transfer(p);
+    // Blackouts and stalls of either end in the first 4 s; a crash would take the receiver's
+    // memory of the stream with it, so it is a stall here. Everything heals at 4 s.
+    let window = 4_000u64;
+    let host = |h: u8| HostId(u32::from(h % 2));
+    let at = |ms: u16| Instant::from_millis(u64::from(ms) % window);
+    for f in faults.iter().take(16) {
+        let (when, fault) = match *f {
+            FaultSpec::Isolate { host: h, at_ms } => (
+                at(at_ms),
+                Fault::Partition {
+                    a: vec![host(h)],
+                    b: vec![host(h.wrapping_add(1))],
+                },
+            ),
+            FaultSpec::Crash { host: h, at_ms } => {
+                (at(at_ms), Fault::Pause(host(h), Duration::from_millis(500)))
+            }
+            FaultSpec::Pause { host: h, at_ms, ms } => (
+                at(at_ms),
+                Fault::Pause(host(h), Duration::from_millis(u64::from(ms % 3_000))),
+            ),
+            FaultSpec::Heal { at_ms } => (at(at_ms), Fault::HealAll),
+        };
+        w.schedule(ScheduledFault { at: when, fault });
+    }
+    w.schedule(ScheduledFault {
+        at: Instant::from_millis(window),
+        fault: Fault::HealAll,
+    });
+    if let Err(f) = w.run_until(Instant::from_millis(120_000)) {
+        panic!("the stream world failed: {f:?}");
+    }
+    let o = out.borrow().clone();
+    assert!(
+        o.complete(bytes) || o.failed_and_told(),
+        "the stream neither completed nor failed with both ends told: connected {:?}, {} bytes \
+         written, {} of {bytes} read, finished {:?}, acknowledged {:?}, resets {:?} / {:?}",
+        o.connected_at,
+        o.written,
+        o.received,
+        o.finished_at,
+        o.acknowledged_at,
+        o.sender_reset,
+        o.receiver_reset
+    );
 }
 
 fn rpc_world(

@@ -222,10 +222,16 @@ impl App {
 }
 
 /// Host 0 connects to host 1 (IK).
+/// Host 0 dials host 1. While host 0 is stalled (or host 1 has no machine) the dial waits and
+/// tries again 10 ms later, as the application would once its process runs again.
 fn connect(w: &mut World<Node>) {
-    if let Some(key) = w.machine(HostId(1)).map(Node::static_key) {
+    let dialled = w.machine(HostId(1)).map(Node::static_key).and_then(|key| {
         let spec = PeerSpec::known(identity(1).public(), key);
-        let _ = w.with_machine(HostId(0), |m, now| m.connect(now, host_addr(1), spec));
+        w.with_machine(HostId(0), |m, now| m.connect(now, host_addr(1), spec))
+    });
+    if dialled.is_none() {
+        let again = w.now() + core::time::Duration::from_millis(10);
+        w.at(again, connect);
     }
 }
 

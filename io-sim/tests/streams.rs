@@ -88,6 +88,29 @@ fn assert_complete(o: &TransferOutcome, bytes: u64, what: &str) {
     );
 }
 
+/// Found by the `world` fuzz target: the sender stalled when its application meant to dial
+/// lost the dial for good (the scenario's one-shot action ran on a paused host). The dial now
+/// waits for the host to run again.
+#[test]
+fn a_sender_stalled_when_it_means_to_dial_dials_once_it_runs() {
+    let p = TransferParams {
+        bytes: 64 << 10,
+        link: link(5, 0.0),
+        ..TransferParams::default()
+    };
+    let stall = [ScheduledFault {
+        at: Instant::from_millis(0),
+        fault: Fault::Pause(A, Duration::from_millis(500)),
+    }];
+    let (_, o) = run_with(p, &stall, 10_000);
+    assert_complete(&o, p.bytes, "stalled at the dial");
+    assert!(
+        o.connected_at >= Some(Instant::from_millis(500)),
+        "connected at {:?}, during the stall",
+        o.connected_at
+    );
+}
+
 #[test]
 fn a_lossless_transfer_completes_near_link_speed() {
     let p = TransferParams {
