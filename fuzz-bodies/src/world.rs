@@ -39,6 +39,33 @@ pub enum FaultSpec {
     Heal { at_ms: u16 },
 }
 
+impl FaultSpec {
+    /// The fault among `hosts` hosts, at its instant within the first `window_ms`; a crash
+    /// is a 500 ms stall unless `crashes` (a world whose hosts keep nothing across one).
+    fn scheduled(&self, hosts: u32, window_ms: u64, crashes: bool) -> (Instant, Fault) {
+        let host = |h: u8| HostId(u32::from(h) % hosts.max(1));
+        let at = |ms: u16| Instant::from_millis(u64::from(ms) % window_ms);
+        match *self {
+            FaultSpec::Isolate { host: h, at_ms } => (
+                at(at_ms),
+                Fault::Partition {
+                    a: vec![host(h)],
+                    b: (0..hosts).map(HostId).filter(|x| *x != host(h)).collect(),
+                },
+            ),
+            FaultSpec::Crash { host: h, at_ms } if crashes => (at(at_ms), Fault::Crash(host(h))),
+            FaultSpec::Crash { host: h, at_ms } => {
+                (at(at_ms), Fault::Pause(host(h), Duration::from_millis(500)))
+            }
+            FaultSpec::Pause { host: h, at_ms, ms } => (
+                at(at_ms),
+                Fault::Pause(host(h), Duration::from_millis(u64::from(ms % 3_000))),
+            ),
+            FaultSpec::Heal { at_ms } => (at(at_ms), Fault::HealAll),
+        }
+    }
+}
+
 #[allow(missing_docs)]
 #[derive(Arbitrary, Debug)]
 pub struct LinkSpec {
@@ -136,32 +163,16 @@ fn log_world(seed: u64, nodes: usize, link: &LinkSpec, faults: &[FaultSpec]) {
     };
     let (mut w, history) = io_sim::meshlog::meshlog(p);
     let n = u32::try_from(nodes).unwrap_or(3);
-    let host = |h: u8| HostId(u32::from(h) % n);
-    let at = |ms: u16| Instant::from_millis(u64::from(ms) % chaos_ms);
     let mut crashed = Vec::new();
     for f in faults.iter().take(16) {
-        let (when, fault) = match *f {
-            FaultSpec::Isolate { host: h, at_ms } => (
-                at(at_ms),
-                Fault::Partition {
-                    a: vec![host(h)],
-                    b: (0..n).map(HostId).filter(|x| *x != host(h)).collect(),
-                },
-            ),
-            FaultSpec::Crash { host: h, at_ms } => {
-                if crashed.contains(&host(h)) {
-                    continue;
-                }
-                crashed.push(host(h));
-                (at(at_ms), Fault::Crash(host(h)))
+        let (at, fault) = f.scheduled(n, chaos_ms, true);
+        if let Fault::Crash(h) = fault {
+            if crashed.contains(&h) {
+                continue;
             }
-            FaultSpec::Pause { host: h, at_ms, ms } => (
-                at(at_ms),
-                Fault::Pause(host(h), Duration::from_millis(u64::from(ms % 3_000))),
-            ),
-            FaultSpec::Heal { at_ms } => (at(at_ms), Fault::HealAll),
-        };
-        w.schedule(ScheduledFault { at: when, fault });
+            crashed.push(h);
+        }
+        w.schedule(ScheduledFault { at, fault });
     }
     // Everything heals when the chaos ends, and every crashed host comes back.
     let end_of_chaos = Instant::from_millis(chaos_ms);
@@ -201,27 +212,9 @@ fn stream_world(seed: u64, link: &LinkSpec, kib: u8, unordered: bool, faults: &[
     // Blackouts and stalls of either end in the first 4 s; a crash would take the receiver's
     // memory of the stream with it, so it is a stall here. Everything heals at 4 s.
     let window = 4_000u64;
-    let host = |h: u8| HostId(u32::from(h % 2));
-    let at = |ms: u16| Instant::from_millis(u64::from(ms) % window);
     for f in faults.iter().take(16) {
-        let (when, fault) = match *f {
-            FaultSpec::Isolate { host: h, at_ms } => (
-                at(at_ms),
-                Fault::Partition {
-                    a: vec![host(h)],
-                    b: vec![host(h.wrapping_add(1))],
-                },
-            ),
-            FaultSpec::Crash { host: h, at_ms } => {
-                (at(at_ms), Fault::Pause(host(h), Duration::from_millis(500)))
-            }
-            FaultSpec::Pause { host: h, at_ms, ms } => (
-                at(at_ms),
-                Fault::Pause(host(h), Duration::from_millis(u64::from(ms % 3_000))),
-            ),
-            FaultSpec::Heal { at_ms } => (at(at_ms), Fault::HealAll),
-        };
-        w.schedule(ScheduledFault { at: when, fault });
+        let (at, fault) = f.scheduled(2, window, false);
+        w.schedule(ScheduledFault { at, fault });
     }
     w.schedule(ScheduledFault {
         at: Instant::from_millis(window),
