@@ -77,7 +77,7 @@ impl Endpoint {
             if !p.is_empty() || inner.stopped.is_set() {
                 return Poll::Ready(p);
             }
-            crate::state::register(&mut inner.services_wakers, cx.waker());
+            crate::wake::register(&mut inner.services_wakers, cx.waker());
             Poll::Pending
         })
         .await
@@ -337,7 +337,7 @@ impl Future for ReplyFuture {
             call.done = true;
             return Poll::Ready(Err(stopped_error()));
         }
-        slot.recv_waker = Some(cx.waker().clone());
+        crate::wake::keep(&mut slot.recv_waker, cx.waker());
         Poll::Pending
     }
 }
@@ -378,7 +378,7 @@ impl ResponseStream {
             call.done = true;
             return Poll::Ready(Some(Err(stopped_error())));
         }
-        slot.recv_waker = Some(cx.waker().clone());
+        crate::wake::keep(&mut slot.recv_waker, cx.waker());
         Poll::Pending
     }
 }

@@ -337,7 +337,7 @@ impl Future for Connecting {
         if stopped {
             return Poll::Ready(Err(ConnectError::EndpointClosed));
         }
-        slot.connect_waker = Some(cx.waker().clone());
+        crate::wake::keep(&mut slot.connect_waker, cx.waker());
         Poll::Pending
     }
 }
@@ -503,7 +503,7 @@ impl Connection {
             if stopped {
                 return Poll::Ready(Err(ConnectionError::EndpointStopped));
             }
-            slot.stream_waker = Some(cx.waker().clone());
+            crate::wake::keep(&mut slot.stream_waker, cx.waker());
             Poll::Pending
         })
         .await
@@ -525,7 +525,7 @@ impl Connection {
             if let Some(reason) = slot.ended {
                 return Poll::Ready(reason);
             }
-            crate::state::register(&mut slot.closed_wakers, cx.waker());
+            crate::wake::register(&mut slot.closed_wakers, cx.waker());
             Poll::Pending
         })
         .await

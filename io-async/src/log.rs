@@ -148,7 +148,7 @@ impl Log {
             if stopped {
                 return Poll::Ready(());
             }
-            crate::state::register(&mut l.role_wakers, cx.waker());
+            crate::wake::register(&mut l.role_wakers, cx.waker());
             Poll::Pending
         })
         .await;
@@ -169,7 +169,7 @@ impl Log {
             if stopped {
                 return Poll::Ready(None);
             }
-            crate::state::register(&mut l.role_wakers, cx.waker());
+            crate::wake::register(&mut l.role_wakers, cx.waker());
             Poll::Pending
         })
         .await
@@ -276,7 +276,7 @@ impl LogTail {
                 let Some(l) = inner.logs.get_mut(&self.log) else {
                     return Poll::Ready(None);
                 };
-                crate::state::register(&mut l.tail_wakers, cx.waker());
+                crate::wake::register(&mut l.tail_wakers, cx.waker());
                 return Poll::Pending;
             }
             for e in batch {

@@ -161,7 +161,7 @@ impl Requests {
         if slot.aborted.is_some() {
             return Poll::Ready(Some(Err(RpcError::Cancelled)));
         }
-        slot.recv_waker = Some(cx.waker().clone());
+        crate::wake::keep(&mut slot.recv_waker, cx.waker());
         Poll::Pending
     }
 }
@@ -216,7 +216,7 @@ pub(crate) fn poll_send_on(
     match r {
         Err(RpcError::Invalid(Misuse::WouldBlock)) => match inner.calls.get_mut(&call) {
             Some(slot) if slot.aborted.is_none() && slot.ended.is_none() => {
-                slot.send_waker = Some(cx.waker().clone());
+                crate::wake::keep(&mut slot.send_waker, cx.waker());
                 Poll::Pending
             }
             _ => Poll::Ready(Err(RpcError::Cancelled)),

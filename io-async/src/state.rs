@@ -21,13 +21,6 @@ use proto_core::{
 use crate::runtime::Runtime;
 use crate::server::Handler;
 
-/// Adds `w` to `list` unless a waker that wakes the same task is there already.
-pub(crate) fn register(list: &mut Vec<Waker>, w: &Waker) {
-    if !list.iter().any(|x| x.will_wake(w)) {
-        list.push(w.clone());
-    }
-}
-
 /// What the drive loop and the handles share.
 pub(crate) struct Shared {
     pub(crate) inner: Mutex<Inner>,

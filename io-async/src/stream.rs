@@ -150,7 +150,7 @@ impl Stream {
                     Dir::Read => &mut slot.read_waker,
                     Dir::Write => &mut slot.write_waker,
                 };
-                *waker = Some(cx.waker().clone());
+                crate::wake::keep(waker, cx.waker());
                 Poll::Pending
             }
             Err(StreamError::Unknown(_)) if slot.reset.is_none() && slot.fin_received => {
@@ -219,7 +219,7 @@ impl Stream {
         if let Some(e) = reset_error(slot) {
             return Poll::Ready(Err(e));
         }
-        slot.finish_waker = Some(cx.waker().clone());
+        crate::wake::keep(&mut slot.finish_waker, cx.waker());
         Poll::Pending
     }
 

@@ -24,6 +24,20 @@ use std::collections::VecDeque;
 
 use crate::sync::{lock, AtomicBool, Mutex, Ordering};
 
+/// Keeps `w` as the one waker to wake, unless the one kept already wakes the same task.
+pub(crate) fn keep(slot: &mut Option<Waker>, w: &Waker) {
+    if !slot.as_ref().is_some_and(|x| x.will_wake(w)) {
+        *slot = Some(w.clone());
+    }
+}
+
+/// Adds `w` to `list` unless a waker that wakes the same task is there already.
+pub(crate) fn register(list: &mut Vec<Waker>, w: &Waker) {
+    if !list.iter().any(|x| x.will_wake(w)) {
+        list.push(w.clone());
+    }
+}
+
 /// Whether the drive loop is polling, whether it was asked to go round again, and its waker.
 #[derive(Default)]
 pub(crate) struct DriverWake {
@@ -36,10 +50,7 @@ impl DriverWake {
     /// The loop starts a poll with `waker` (kept when it wakes the same task). Wakes from
     /// here on only set a flag, which [`DriverWake::take_rewake`] reads.
     pub(crate) fn begin(&mut self, waker: &Waker) {
-        match &self.waker {
-            Some(w) if w.will_wake(waker) => {}
-            _ => self.waker = Some(waker.clone()),
-        }
+        keep(&mut self.waker, waker);
         self.running = true;
         self.rewake = false;
     }
@@ -93,10 +104,7 @@ impl<T> Slot<T> {
         if self.gone {
             return Poll::Ready(None);
         }
-        match &self.waker {
-            Some(w) if w.will_wake(waker) => {}
-            _ => self.waker = Some(waker.clone()),
-        }
+        keep(&mut self.waker, waker);
         Poll::Pending
     }
 
@@ -153,10 +161,7 @@ impl<T> Bounded<T> {
 
     /// The waiter found nothing (after [`Bounded::pop`], in the same lock hold): it waits.
     pub(crate) fn wait(&mut self, waker: &Waker) {
-        match &self.waker {
-            Some(w) if w.will_wake(waker) => {}
-            _ => self.waker = Some(waker.clone()),
-        }
+        keep(&mut self.waker, waker);
     }
 
     /// The waiter's waker, for an end that it must see (the session or the endpoint ended).
@@ -191,9 +196,7 @@ impl<T: Clone> Latch<T> {
         if let Some(v) = &self.value {
             return Poll::Ready(v.clone());
         }
-        if !self.wakers.iter().any(|w| w.will_wake(waker)) {
-            self.wakers.push(waker.clone());
-        }
+        register(&mut self.wakers, waker);
         Poll::Pending
     }
 
