@@ -446,6 +446,68 @@ fn close_tells_the_peer() {
     );
 }
 
+/// The INIT `side` last put on the wire.
+fn last_init(p: &Pair, side: Side) -> Vec<u8> {
+    p.wire_log
+        .iter()
+        .rev()
+        .find(|(_, s, b)| *s == side && b[1] == proto_core::wire::kind::INIT)
+        .map(|(_, _, b)| b.clone())
+        .unwrap()
+}
+
+fn ephemeral(init: &[u8]) -> Vec<u8> {
+    match proto_core::wire::decode(init) {
+        Ok(proto_core::wire::Packet::Init(i)) => i.ephemeral().unwrap().to_vec(),
+        other => panic!("not an INIT: {other:?}"),
+    }
+}
+
+#[test]
+fn a_stale_initiation_from_a_restarted_peer_does_not_stall_a_connect() {
+    // A's INIT towards B is lost. Then an INIT that B sent before it restarted arrives late
+    // and wins the simultaneous-open tie, so A's initiation yields to it; but the B that sent
+    // it is gone, and the B that runs now never will confirm it. A must initiate again by its
+    // next retry, not wait for the handshake timeout (found by the `log_mesh` fuzz target).
+    let mut tried = 0;
+    for seed in 0..64 {
+        let mut p = Pair::new(config(1), config(100 + seed), 0);
+        p.tap = Some(Box::new(|_, _| None));
+        let spec_b = p.b.peer_spec();
+        let session = p.a.connect(p.now, p.b_addr, spec_b).unwrap();
+        let spec_a = p.a.peer_spec();
+        p.b.connect(p.now, p.a_addr, spec_a).unwrap();
+        p.drain();
+        let (ours, stale) = (last_init(&p, Side::A), last_init(&p, Side::B));
+        if ephemeral(&ours) < ephemeral(&stale) {
+            continue; // A's initiation would win the tie: not the case under test.
+        }
+        tried += 1;
+        p.tap = None;
+        p.b = Node::new(config(500 + seed), identity(2), p.now).unwrap();
+        p.run_for(Duration::from_millis(100));
+        p.inject(Side::A, &stale);
+        assert!(
+            p.a.stats().handshakes_answered == 1,
+            "A yielded to the stale INIT"
+        );
+        assert!(
+            p.run_until_cond(3 * SECOND, |p| p.connected(Side::A)),
+            "A still not connected 3 s after the stale INIT (seed {seed}): {:?}",
+            p.a_events
+        );
+        assert_eq!(p.session(Side::A), Some(session), "the session A asked for");
+        assert!(p.run_until_cond(SECOND, |p| p.connected(Side::B)));
+        assert_eq!(p.a.session_count(), 1);
+        let (sent_a, _) = exchange(&mut p, 5, Duration::from_millis(5));
+        assert_eq!(p.datagrams(Side::B), sent_a);
+    }
+    assert!(
+        tried >= 8,
+        "only {tried} seeds put A's initiation on the yielding side"
+    );
+}
+
 #[test]
 fn a_restarted_peer_supersedes_its_old_session() {
     let mut p = Pair::default_pair();

@@ -5,7 +5,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::{Entry, Node, Rebuild, Retry, SessionId, State, MAX_COOKIES, MAX_REBUILDS};
+use super::{Entry, Node, Rebuild, Retry, SessionId, State, Yielded, MAX_COOKIES, MAX_REBUILDS};
 use crate::cookie::Admission;
 use crate::handshake::{Handshake, HandshakeError};
 use crate::session::{OpenFailure, PacketProtection};
@@ -165,20 +165,50 @@ impl Node {
             rebuild,
             early: Vec::new(),
             answered_again: false,
+            yielded: None,
         };
         let id = match yielding {
             Some(ours) => {
-                // Our own initiation lost the tie: this session takes over its id and queue.
+                // Our own initiation lost the tie: this session takes over its id and queue,
+                // and keeps the initiation in case the peer never confirms (see `Yielded`).
+                let attempts = match self.entries.get(&ours).map(|e| &e.state) {
+                    Some(State::Initiating { retry, .. }) => retry.attempts,
+                    _ => 0,
+                };
+                let retry_delay = self.retry_delay(attempts);
                 self.initiating_to.remove(&from);
                 let Some(e) = self.entries.get_mut(&ours) else {
                     return;
                 };
                 self.by_index.remove(&e.local_index);
+                let (our_index, our_pattern) = (e.local_index, e.pattern);
                 e.local_index = local_index;
                 e.init_key = Some((from, init.sender_index));
                 e.created = now;
                 e.pattern = init.pattern;
-                e.state = state;
+                let old = core::mem::replace(&mut e.state, state);
+                if let (
+                    State::Initiating {
+                        hs,
+                        noise,
+                        retry,
+                        cookies,
+                    },
+                    State::Responding { yielded, .. },
+                ) = (old, &mut e.state)
+                {
+                    *yielded = Some(Box::new(Yielded {
+                        hs,
+                        noise,
+                        retry: Retry {
+                            next: now + retry_delay,
+                            ..retry
+                        },
+                        cookies,
+                        local_index: our_index,
+                        pattern: our_pattern,
+                    }));
+                }
                 ours
             }
             None => {

@@ -93,9 +93,24 @@ enum State {
         early: Vec<Vec<u8>>,
         /// A repeated INIT was answered: the handshake's duration is no RTT sample (Karn).
         answered_again: bool,
+        /// Our own initiation, which yielded to this INIT in a simultaneous open. If the peer
+        /// has not confirmed by its next retry (the INIT was stale: a delayed copy from a
+        /// peer that has since restarted, say), it takes over again, so that one stale INIT
+        /// can never stall a connect until the handshake times out.
+        yielded: Option<Box<Yielded>>,
     },
     /// Keys agreed and peer authenticated.
     Established(Box<Established>),
+}
+
+/// An initiation set aside for the peer's (see `State::Responding::yielded`).
+struct Yielded {
+    hs: Handshake,
+    noise: Vec<u8>,
+    retry: Retry,
+    cookies: u8,
+    local_index: u32,
+    pattern: Pattern,
 }
 
 /// snow does not roll its cipher key back when a message fails after a DH token, so a FINAL
@@ -648,6 +663,11 @@ impl Node {
                     Some((hs_deadline, TimerReason::HandshakeTimeout))
                 }
             }
+            State::Responding {
+                yielded: Some(y), ..
+            } if y.retry.next < hs_deadline => {
+                Some((y.retry.next, TimerReason::HandshakeRetransmit))
+            }
             State::Responding { .. } => Some((hs_deadline, TimerReason::HandshakeTimeout)),
             State::Established(est) => {
                 let keepalive = (
@@ -699,15 +719,14 @@ impl Node {
                     retry.attempts += 1;
                     let packet = retry.packet.clone();
                     let attempts = retry.attempts;
-                    let delay = self.retry_delay(attempts);
-                    if let Some(State::Initiating { retry, .. }) =
-                        self.entries.get_mut(&id).map(|e| &mut e.state)
-                    {
-                        retry.next = now + delay;
-                    }
-                    self.stats.handshake_retransmits += 1;
-                    self.push_control(addr, packet);
+                    self.resend_init(now, id, addr, attempts, packet);
                 }
+            }
+            State::Responding {
+                yielded: Some(y), ..
+            } if now >= y.retry.next => {
+                self.resume_initiation(now, id);
+                return;
             }
             State::Responding { .. } => {}
             State::Established(est) => {
@@ -752,6 +771,67 @@ impl Node {
             }
         }
         self.reschedule(id);
+    }
+
+    /// The peer never confirmed the handshake our initiation yielded to: drop that one and
+    /// initiate again, with the INIT we had sent (the same session, as the caller knows it).
+    fn resume_initiation(&mut self, now: Instant, id: SessionId) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let State::Responding { yielded, .. } = &mut e.state else {
+            return;
+        };
+        let Some(y) = yielded.take() else {
+            return;
+        };
+        let y = *y;
+        let addr = e.addr;
+        let answered = e.init_key.take();
+        self.by_index.remove(&e.local_index);
+        e.local_index = y.local_index;
+        e.pattern = y.pattern;
+        let packet = y.retry.packet.clone();
+        let attempts = y.retry.attempts + 1;
+        e.state = State::Initiating {
+            hs: y.hs,
+            noise: y.noise,
+            retry: Retry {
+                attempts,
+                ..y.retry
+            },
+            cookies: y.cookies,
+        };
+        if let Some(key) = answered {
+            if self.responding_to.get(&key) == Some(&id) {
+                self.responding_to.remove(&key);
+            }
+        }
+        self.half_open = self.half_open.saturating_sub(1);
+        self.by_index.insert(y.local_index, id);
+        self.initiating_to.insert(addr, id);
+        self.resend_init(now, id, addr, attempts, packet);
+        self.reschedule(id);
+    }
+
+    /// Sends an initiating session's INIT again (its `attempts`-th retransmission) and sets
+    /// the time of the next.
+    fn resend_init(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        addr: SocketAddr,
+        attempts: u32,
+        packet: Vec<u8>,
+    ) {
+        let delay = self.retry_delay(attempts);
+        if let Some(State::Initiating { retry, .. }) =
+            self.entries.get_mut(&id).map(|e| &mut e.state)
+        {
+            retry.next = now + delay;
+        }
+        self.stats.handshake_retransmits += 1;
+        self.push_control(addr, packet);
     }
 
     /// Sends the initiator's confirmation again: the FINAL (XX), or a PING (IK, empty packet).
