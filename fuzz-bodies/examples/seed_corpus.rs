@@ -210,5 +210,6 @@ fn main() -> std::io::Result<()> {
     write("stream_ops", &ops)?;
     write("rpc_ops", &ops)?;
     write("log_ops", &ops)?;
+    write("log_mesh", &ops)?;
     Ok(())
 }

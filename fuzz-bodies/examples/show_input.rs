@@ -2,11 +2,11 @@
 //! read a crash artifact or a corpus entry.
 //!
 //! Run: `cargo run -p net-fuzz-bodies --example show_input -- rpc_ops fuzz/artifacts/rpc_ops/crash-...`
-//! (targets: `session_ops`, `stream_ops`, `rpc_ops`, `log_ops`, and `world`, whose input is
+//! (targets: `session_ops`, `stream_ops`, `rpc_ops`, `log_ops`, `log_mesh`, and `world`, whose input is
 //! one world).
 
 use arbitrary::{Arbitrary, Unstructured};
-use net_fuzz_bodies::{log::LogOp, node::SessionOp, rpc::RpcOp, streams::StreamOp};
+use net_fuzz_bodies::{log::LogOp, mesh::MeshOp, node::SessionOp, rpc::RpcOp, streams::StreamOp};
 
 fn show<T: for<'a> Arbitrary<'a> + std::fmt::Debug>(data: &[u8]) {
     let mut u = Unstructured::new(data);
@@ -29,6 +29,7 @@ fn main() -> Result<(), String> {
         "stream_ops" => show::<StreamOp>(&data),
         "rpc_ops" => show::<RpcOp>(&data),
         "log_ops" => show::<LogOp>(&data),
+        "log_mesh" => show::<MeshOp>(&data),
         "world" => {
             let w = net_fuzz_bodies::world::WorldInput::arbitrary(&mut Unstructured::new(&data));
             println!("{w:#?}");

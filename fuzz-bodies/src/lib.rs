@@ -11,6 +11,7 @@
 
 pub mod decoders;
 pub mod log;
+pub mod mesh;
 pub mod node;
 mod null_crypto;
 pub mod rpc;
@@ -36,6 +37,7 @@ pub const TARGETS: &[Target] = &[
     ("stream_ops", streams::stream_ops),
     ("rpc_ops", rpc::rpc_ops),
     ("log_ops", log::log_ops),
+    ("log_mesh", mesh::log_mesh),
     ("world", world::world),
 ];
 

@@ -24,14 +24,21 @@ fn addr(n: u8) -> SocketAddr {
 }
 
 fn node(seed: u64, provider: SharedProvider) -> Node {
+    node_at(seed, &Seed::from_u64(seed + 100), provider, Instant::ZERO)
+}
+
+/// A node with the randomness of `seed` and the identity of `identity_seed`, started at
+/// `now` (a restarted node keeps its identity and draws fresh randomness).
+pub(crate) fn node_at(
+    seed: u64,
+    identity_seed: &Seed,
+    provider: SharedProvider,
+    now: Instant,
+) -> Node {
     let mut config = Config::new(Seed::from_u64(seed)).with_provider(provider);
     config.strict_drain = true;
-    Node::new(
-        config,
-        Identity::from_seed(&Seed::from_u64(seed + 100)),
-        Instant::ZERO,
-    )
-    .expect("the default configuration is valid")
+    Node::new(config, Identity::from_seed(identity_seed), now)
+        .expect("the default configuration is valid")
 }
 
 /// Counters that may only grow.

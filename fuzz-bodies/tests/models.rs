@@ -2,7 +2,7 @@
 //! driven by proptest's random operation sequences (and shrunk by it when one fails).
 //! `MODEL_CASES=n` sets the number of cases (the defaults keep the test command quick).
 
-use net_fuzz_bodies::{log, rpc, streams, world};
+use net_fuzz_bodies::{log, mesh, rpc, streams, world};
 use proptest::prelude::*;
 
 fn cases(default: u32) -> u32 {
@@ -34,6 +34,14 @@ proptest! {
     #[test]
     fn logs_follow_their_model(ops in proptest::collection::vec(any::<u8>(), 0..1500)) {
         log::log_ops(&ops);
+    }
+
+    /// A three-node log whose nodes crash and restart from disks synced when the input says,
+    /// against the model (committed means forever, acknowledged means committed, one leader
+    /// per term, catch-up at the end).
+    #[test]
+    fn crashing_logs_follow_their_model(ops in proptest::collection::vec(any::<u8>(), 0..1500)) {
+        mesh::log_mesh(&ops);
     }
 }
 

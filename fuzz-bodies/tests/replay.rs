@@ -91,6 +91,7 @@ replay_tests!(
     stream_ops,
     rpc_ops,
     log_ops,
+    log_mesh,
     world,
 );
 
