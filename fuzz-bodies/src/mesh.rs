@@ -20,9 +20,10 @@
 //! - **one sync at a time**: a node never asks for a second sync of a log before the first
 //!   completed.
 //!
-//! At the end every node restarts, syncs complete at once and the wire is clean: a leader is
-//! elected, a client retrying on it gets a quorum append acknowledged, and every node
-//! catches up to hold every acknowledged append, committed.
+//! At the end every node restarts, syncs complete at once and the wire is clean: within 10 s
+//! every node follows one leader, within 10 tries of 3 s a client retrying on whoever leads
+//! gets a quorum append acknowledged, and within 5 s more every node has caught up to hold
+//! every acknowledged append, committed.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
