@@ -186,27 +186,13 @@ impl Node {
                 e.init_key = Some((from, init.sender_index));
                 e.created = now;
                 e.pattern = init.pattern;
-                let old = core::mem::replace(&mut e.state, state);
-                if let (
-                    State::Initiating {
-                        hs,
-                        noise,
-                        retry,
-                        cookies,
-                    },
-                    State::Responding { yielded, .. },
-                ) = (old, &mut e.state)
-                {
+                let initiating = core::mem::replace(&mut e.state, state);
+                if let State::Responding { yielded, .. } = &mut e.state {
                     *yielded = Some(Box::new(Yielded {
-                        hs,
-                        noise,
-                        retry: Retry {
-                            next: now + retry_delay,
-                            ..retry
-                        },
-                        cookies,
+                        initiating,
                         local_index: our_index,
                         pattern: our_pattern,
+                        resume_at: now + retry_delay,
                     }));
                 }
                 ours

@@ -105,12 +105,12 @@ enum State {
 
 /// An initiation set aside for the peer's (see `State::Responding::yielded`).
 struct Yielded {
-    hs: Handshake,
-    noise: Vec<u8>,
-    retry: Retry,
-    cookies: u8,
+    /// The `State::Initiating` it was, with the entry's index and pattern of then.
+    initiating: State,
     local_index: u32,
     pattern: Pattern,
+    /// When it takes over again unless the peer confirmed.
+    resume_at: Instant,
 }
 
 /// snow does not roll its cipher key back when a message fails after a DH token, so a FINAL
@@ -665,9 +665,7 @@ impl Node {
             }
             State::Responding {
                 yielded: Some(y), ..
-            } if y.retry.next < hs_deadline => {
-                Some((y.retry.next, TimerReason::HandshakeRetransmit))
-            }
+            } if y.resume_at < hs_deadline => Some((y.resume_at, TimerReason::HandshakeRetransmit)),
             State::Responding { .. } => Some((hs_deadline, TimerReason::HandshakeTimeout)),
             State::Established(est) => {
                 let keepalive = (
@@ -716,15 +714,12 @@ impl Node {
             }
             State::Initiating { retry, .. } => {
                 if now >= retry.next {
-                    retry.attempts += 1;
-                    let packet = retry.packet.clone();
-                    let attempts = retry.attempts;
-                    self.resend_init(now, id, addr, attempts, packet);
+                    self.resend_init(now, id);
                 }
             }
             State::Responding {
                 yielded: Some(y), ..
-            } if now >= y.retry.next => {
+            } if now >= y.resume_at => {
                 self.resume_initiation(now, id);
                 return;
             }
@@ -786,44 +781,34 @@ impl Node {
             return;
         };
         let y = *y;
-        let addr = e.addr;
-        let answered = e.init_key.take();
         self.by_index.remove(&e.local_index);
         e.local_index = y.local_index;
         e.pattern = y.pattern;
-        let packet = y.retry.packet.clone();
-        let attempts = y.retry.attempts + 1;
-        e.state = State::Initiating {
-            hs: y.hs,
-            noise: y.noise,
-            retry: Retry {
-                attempts,
-                ..y.retry
-            },
-            cookies: y.cookies,
-        };
-        if let Some(key) = answered {
+        e.state = y.initiating;
+        if let Some(key) = e.init_key.take() {
             if self.responding_to.get(&key) == Some(&id) {
                 self.responding_to.remove(&key);
             }
         }
         self.half_open = self.half_open.saturating_sub(1);
         self.by_index.insert(y.local_index, id);
-        self.initiating_to.insert(addr, id);
-        self.resend_init(now, id, addr, attempts, packet);
+        self.initiating_to.insert(e.addr, id);
+        self.resend_init(now, id);
         self.reschedule(id);
     }
 
-    /// Sends an initiating session's INIT again (its `attempts`-th retransmission) and sets
-    /// the time of the next.
-    fn resend_init(
-        &mut self,
-        now: Instant,
-        id: SessionId,
-        addr: SocketAddr,
-        attempts: u32,
-        packet: Vec<u8>,
-    ) {
+    /// Sends an initiating session's INIT again and sets the time of the next.
+    fn resend_init(&mut self, now: Instant, id: SessionId) {
+        let Some(Entry {
+            addr,
+            state: State::Initiating { retry, .. },
+            ..
+        }) = self.entries.get_mut(&id)
+        else {
+            return;
+        };
+        retry.attempts += 1;
+        let (addr, attempts, packet) = (*addr, retry.attempts, retry.packet.clone());
         let delay = self.retry_delay(attempts);
         if let Some(State::Initiating { retry, .. }) =
             self.entries.get_mut(&id).map(|e| &mut e.state)
