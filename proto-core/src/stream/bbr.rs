@@ -8,6 +8,16 @@
 //! ProbeBw / ProbeRtt states and their gains) in integer arithmetic: gains are in 1/256 units,
 //! rates in bytes per second. It never sends anything; it keeps a bounded record of recent
 //! packets to turn acknowledgements into delivery-rate samples.
+//!
+//! Rate samples follow the delivery-rate estimation of BBR (draft-cheng-iccrg-delivery-rate-
+//! estimation) in the two places where a sparse sender would otherwise measure itself rather
+//! than the path:
+//! - **idle restart**: a packet sent with nothing in flight starts its sample interval at its
+//!   own send time, so a quiet period (idle, or paced out) never counts as slow delivery;
+//! - **application-limited samples**: the sender says when it ran out of data with the window
+//!   open ([`CongestionControl::on_app_limited`]); samples from packets sent then can raise the
+//!   estimate but never lower it, and the filter forgets old samples only when a new one is
+//!   taken, so a sender that is idle keeps the bandwidth it measured while it was busy.
 
 use alloc::collections::BTreeMap;
 use core::time::Duration;
@@ -51,6 +61,8 @@ pub enum Phase {
 struct Sent {
     delivered: u64,
     delivered_time: Instant,
+    /// Sent while the sender was application-limited.
+    app_limited: bool,
 }
 
 /// The model-based controller.
@@ -62,6 +74,8 @@ pub struct Bbr {
     /// Bytes delivered so far, and when the latest delivery happened.
     delivered: u64,
     delivered_time: Instant,
+    /// While non-zero, the sender is application-limited until `delivered` passes it.
+    app_limited_until: u64,
     tracked: BTreeMap<u64, Sent>,
     /// Packets forgotten because too many were outstanding.
     pub forgotten: u64,
@@ -91,6 +105,7 @@ impl Bbr {
             cwnd: mss.saturating_mul(10),
             delivered: 0,
             delivered_time: Instant::ZERO,
+            app_limited_until: 0,
             tracked: BTreeMap::new(),
             forgotten: 0,
             bw_samples: [(0, 0); BW_WINDOW_ROUNDS as usize],
@@ -179,8 +194,9 @@ impl Bbr {
     }
 
     fn on_round_end(&mut self, now: Instant) {
+        // The filter moves on when a sample is taken, not here: rounds of application-limited
+        // traffic alone must not age out what the busy rounds measured.
         self.round += 1;
-        self.update_bandwidth();
         if self.phase == Phase::Drain {
             // At most one round trip of draining.
             self.enter_probe_bw(now);
@@ -223,7 +239,9 @@ impl CongestionControl for Bbr {
     }
 
     fn on_sent(&mut self, now: Instant, packet: u64, _bytes: u64) {
-        if self.tracked.is_empty() && self.delivered_time == Instant::ZERO {
+        if self.tracked.is_empty() {
+            // Nothing in flight: the interval of this sample starts now, not at the last
+            // delivery before the sender went quiet.
             self.delivered_time = now;
         }
         if self.tracked.len() >= MAX_TRACKED {
@@ -235,13 +253,22 @@ impl CongestionControl for Bbr {
             Sent {
                 delivered: self.delivered,
                 delivered_time: self.delivered_time,
+                app_limited: self.app_limited_until != 0,
             },
         );
+    }
+
+    fn on_app_limited(&mut self, in_flight: u64) {
+        // Until what is in flight now is delivered; never 0, which means "not limited".
+        self.app_limited_until = self.delivered.saturating_add(in_flight).max(1);
     }
 
     fn on_ack(&mut self, now: Instant, packet: u64, bytes: u64, rtt: Option<Duration>) {
         self.delivered = self.delivered.saturating_add(bytes);
         self.delivered_time = now;
+        if self.app_limited_until != 0 && self.delivered > self.app_limited_until {
+            self.app_limited_until = 0;
+        }
         let expired = self
             .min_rtt
             .is_some_and(|(_, at)| now.saturating_duration_since(at) > MIN_RTT_WINDOW);
@@ -259,16 +286,28 @@ impl CongestionControl for Bbr {
             let interval = duration_nanos(now.saturating_duration_since(sent.delivered_time));
             // An ambiguous acknowledgement gives no rate sample either: it may come an
             // instant after the retransmission it is credited to.
-            if interval > 0 && rtt.is_some() {
-                let bytes_in = self.delivered - sent.delivered;
-                let rate = (u128::from(bytes_in) * 1_000_000_000 / u128::from(interval)) as u64;
-                let slot = (self.round % BW_WINDOW_ROUNDS) as usize;
-                if let Some(s) = self.bw_samples.get_mut(slot) {
-                    if s.0 != self.round || rate > s.1 {
-                        *s = (self.round, rate);
+            // An interval shorter than the path's minimum RTT is acknowledgements bunched
+            // together, not delivery: no sample (as Linux's rate sampler decides). A zero
+            // interval on a path whose minimum RTT is zero too (a simulation without delay)
+            // counts from one nanosecond: as fast as can be said.
+            let interval = interval.max(1);
+            let bunched = self.min_rtt.is_some_and(|(m, _)| interval < m);
+            if rtt.is_some() && !bunched {
+                let bytes_in = self.delivered.saturating_sub(sent.delivered);
+                let rate =
+                    u64::try_from(u128::from(bytes_in) * 1_000_000_000 / u128::from(interval))
+                        .unwrap_or(u64::MAX);
+                // An application-limited sample says the path carries at least this much:
+                // news only when it is more than the estimate.
+                if !sent.app_limited || rate > self.bw {
+                    let slot = (self.round % BW_WINDOW_ROUNDS) as usize;
+                    if let Some(s) = self.bw_samples.get_mut(slot) {
+                        if s.0 != self.round || rate > s.1 {
+                            *s = (self.round, rate);
+                        }
                     }
+                    self.update_bandwidth();
                 }
-                self.update_bandwidth();
             }
             if sent.delivered >= self.round_end_delivered {
                 self.round_end_delivered = self.delivered;
@@ -434,6 +473,79 @@ mod tests {
             Some(Duration::from_micros(50)),
         );
         assert!(cc.window() < window / 10, "{} vs {window}", cc.window());
+    }
+
+    /// Sends `n` packets one at a time, `gap` apart, each acknowledged `rtt` after it left
+    /// (nothing else in flight), calling `on_app_limited` before each when `limited`.
+    fn sparse(cc: &mut Bbr, from: Instant, n: u64, gap: Duration, rtt: Duration, limited: bool) {
+        for i in 0..n {
+            let at = from + gap * u32::try_from(i).unwrap();
+            if limited {
+                cc.on_app_limited(0);
+            }
+            cc.on_sent(at, (1 << 40) + i, MSS);
+            cc.on_ack(at + rtt, (1 << 40) + i, MSS, Some(rtt));
+        }
+    }
+
+    #[test]
+    fn a_quiet_sender_measures_the_path_not_its_pauses() {
+        // A path that was very slow (2 s per packet) long enough to fill the filter...
+        let mut cc = Bbr::new(MSS);
+        let slow = Duration::from_secs(2);
+        sparse(&mut cc, Instant::ZERO, 12, slow, slow, false);
+        assert!(cc.bandwidth() <= 1_000, "{}", cc.bandwidth());
+        // ...and is fast again (20 ms) while the sender writes one packet a second. Each
+        // sample spans the packet's flight, not the second of silence before it.
+        let rtt = Duration::from_millis(20);
+        sparse(
+            &mut cc,
+            Instant::from_millis(30_000),
+            1,
+            Duration::from_secs(1),
+            rtt,
+            false,
+        );
+        let path = MSS * 1_000 / 20;
+        assert!(
+            cc.bandwidth() >= path * 9 / 10,
+            "{} vs {path}",
+            cc.bandwidth()
+        );
+        assert!(cc.pacing_rate().unwrap() >= path * 9 / 10);
+    }
+
+    #[test]
+    fn application_limited_rounds_keep_the_measured_bandwidth() {
+        let rtt = Duration::from_millis(20);
+        let busy = |limited: bool| {
+            let (mut cc, _) = run(12_500_000, rtt, 3, 0);
+            let bw = cc.bandwidth();
+            // Thirty rounds of one packet a second: far more rounds than the filter holds.
+            let gap = Duration::from_secs(1);
+            sparse(&mut cc, Instant::from_millis(4_000), 30, gap, rtt, limited);
+            (bw, cc.bandwidth())
+        };
+        let (before, after) = busy(true);
+        assert!(after >= before * 9 / 10, "{after} vs {before}");
+        // Told nothing, the controller takes the sparse samples as the path's: the filter
+        // ages the busy rounds out.
+        let (before, after) = busy(false);
+        assert!(after < before / 10, "{after} vs {before}");
+    }
+
+    #[test]
+    fn a_path_without_delay_is_measured_as_fast() {
+        let mut cc = Bbr::new(MSS);
+        sparse(
+            &mut cc,
+            Instant::ZERO,
+            3,
+            Duration::from_secs(1),
+            Duration::ZERO,
+            false,
+        );
+        assert!(cc.bandwidth() >= MSS * 1_000_000_000, "{}", cc.bandwidth());
     }
 
     #[test]

@@ -31,6 +31,14 @@ pub trait CongestionControl: Debug + Send {
     /// The retransmission timer fired: the path may have changed entirely.
     fn on_timeout(&mut self, now: Instant);
 
+    /// The sender ran out of data with the window open, `in_flight` bytes outstanding: what
+    /// it sends until those are delivered says how fast the application writes, not how fast
+    /// the path is. Model-based controllers use it to keep such samples from lowering their
+    /// estimate; loss-based ones ignore it.
+    fn on_app_limited(&mut self, in_flight: u64) {
+        let _ = in_flight;
+    }
+
     /// The rate to pace sends at, in bytes per second (`None`: send as the window allows).
     fn pacing_rate(&self) -> Option<u64> {
         None

@@ -1264,6 +1264,11 @@ impl Streams {
                     .peek(max_chunk)
                     .map(|len| (len.min(data_room) + STREAM_HEADER_LEN) as u64)
             }) else {
+                // Out of data with room in the window: the application, not the path, sets
+                // the pace of what follows.
+                if self.cwnd_open() {
+                    self.cc.get_mut().on_app_limited(self.in_flight);
+                }
                 return;
             };
             let open = self.cwnd_open();
