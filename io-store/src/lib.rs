@@ -14,7 +14,10 @@
 //! atomically (written aside, synced by the policy, renamed). The retained events are also
 //! held in memory for reads, so a log's memory is bounded by its retention. On open, a torn or
 //! corrupt tail of `events` (a crash in the middle of a write) is cut off; a corrupt `state`
-//! is an error, because forgetting a vote could let this node vote twice.
+//! is an error, because forgetting a vote could let this node vote twice. Whole records are
+//! never cut: records that retention had dropped but the file still holds age out again,
+//! oldest first, when there are more than `max_events`, and an event larger than
+//! `max_event_bytes` (a log reopened with a smaller limit) is an error.
 //!
 //! Only [`FsyncPolicy::Always`] gives the guarantees `docs/replication.md` argues from (a
 //! write acknowledged on a majority survives any minority of crashes, one vote per term). The
@@ -102,6 +105,10 @@ pub struct FileLogStats {
     pub compactions: u64,
     /// Bytes cut off a torn or corrupt tail when the log was opened.
     pub torn_bytes: u64,
+    /// Events aged out, oldest first, when the log was opened: records that retention had
+    /// already dropped from memory but that were still in the file (it is compacted only
+    /// once they are many), beyond what `max_events` holds.
+    pub aged_on_open: u64,
 }
 
 /// A replicated-log store on files (see the crate docs).
@@ -342,10 +349,46 @@ impl FileLog {
         let mut mem = MemLog::new(cfg.max_events, cfg.max_event_bytes);
         let mut offsets = VecDeque::new();
         let mut pos = 0usize;
+        let mut aged = 0u64;
         while let Some((rec, used)) = bytes.get(pos..).and_then(decode_record) {
             let ok = match rec {
-                Record::Skip(seq) => mem.skip_to(seq).is_ok(),
+                Record::Skip(seq) => {
+                    offsets.clear();
+                    mem.skip_to(seq).is_ok()
+                }
                 Record::Event(e) => {
+                    if e.payload.len() > cfg.max_event_bytes {
+                        // A whole record, written under a larger limit: cutting the file
+                        // here would destroy it and everything after it.
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "event {} holds {} bytes, more than max_event_bytes ({}): \
+                                 reopen the log with the limit it was written with",
+                                e.seq,
+                                e.payload.len(),
+                                cfg.max_event_bytes
+                            ),
+                        ));
+                    }
+                    let held = mem.next_seq().saturating_sub(mem.first_seq());
+                    if cfg.max_events == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the log holds events and max_events is 0: reopen it with a limit",
+                        ));
+                    }
+                    if held >= cfg.max_events as u64 {
+                        // The file still holds records that retention dropped (it is
+                        // compacted only once they are many): the oldest ages out again.
+                        let keep = Retention {
+                            max_events: Some((cfg.max_events as u64).saturating_sub(1)),
+                            ..Retention::default()
+                        };
+                        let dropped = mem.apply_retention(&keep, Instant::ZERO, u64::MAX);
+                        offsets.drain(..(dropped as usize).min(offsets.len()));
+                        aged += dropped;
+                    }
                     let ok = mem.append(e.seq, e.term, e.at, &e.payload).is_ok();
                     if ok {
                         offsets.push_back(pos as u64);
@@ -353,6 +396,8 @@ impl FileLog {
                     ok
                 }
             };
+            // A record out of sequence is corruption that the checksum missed: the tail from
+            // it on is cut as a torn one.
             if !ok {
                 break;
             }
@@ -376,6 +421,7 @@ impl FileLog {
             error: None,
             stats: FileLogStats {
                 torn_bytes: torn,
+                aged_on_open: aged,
                 ..FileLogStats::default()
             },
             background: None,

@@ -194,6 +194,68 @@ fn a_torn_tail_is_cut_off_and_a_corrupt_state_refused() {
 }
 
 #[test]
+fn a_reopen_keeps_the_newest_events_when_retention_left_dead_records_in_the_file() {
+    let d = dir("dead");
+    let cfg = FileLogConfig {
+        max_events: 100,
+        ..FileLogConfig::default()
+    };
+    let keep = Retention {
+        max_events: Some(50),
+        ..Retention::default()
+    };
+    {
+        let mut l = FileLog::open(&d, cfg).unwrap();
+        for i in 0..100u64 {
+            l.append(i, 1, t(i), &i.to_le_bytes()).unwrap();
+        }
+        // Retention drops the oldest 50 from memory; the file is too small to compact, so
+        // their records stay in it, dead.
+        assert_eq!(l.apply_retention(&keep, t(0), 100), 50);
+        assert_eq!(l.stats().compactions, 0);
+        for i in 100..150u64 {
+            l.append(i, 2, t(i), &i.to_le_bytes()).unwrap();
+        }
+        assert_eq!(l.persist(150, HardState::default()), Sync::Done);
+    }
+    // The file holds 150 records for a log bounded at 100: the reopen ages the oldest out
+    // as retention did, and never cuts the newest (acknowledged, maybe uncommitted) ones.
+    let l = FileLog::open(&d, cfg).unwrap();
+    assert_eq!((l.first_seq(), l.next_seq()), (50, 150));
+    assert_eq!(l.term_at(149), Some(2));
+    assert_eq!(l.stats().torn_bytes, 0);
+    assert_eq!(l.stats().aged_on_open, 50);
+    drop(l);
+    let l = FileLog::open(&d, cfg).unwrap();
+    assert_eq!(l.next_seq(), 150);
+    assert_eq!(l.read(149, 1, 8)[0].payload, 149u64.to_le_bytes());
+}
+
+#[test]
+fn a_reopen_with_a_smaller_event_limit_is_refused_and_destroys_nothing() {
+    let d = dir("limit");
+    {
+        let mut l = FileLog::open(&d, FileLogConfig::default()).unwrap();
+        l.append(0, 1, t(0), b"small").unwrap();
+        l.append(1, 1, t(0), &[9u8; 4096]).unwrap();
+        l.append(2, 1, t(0), b"after").unwrap();
+        assert_eq!(l.persist(3, HardState::default()), Sync::Done);
+    }
+    let events = d.join("events");
+    let len = std::fs::metadata(&events).unwrap().len();
+    let small = FileLogConfig {
+        max_event_bytes: 1024,
+        ..FileLogConfig::default()
+    };
+    let e = FileLog::open(&d, small).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    assert!(e.to_string().contains("max_event_bytes"), "{e}");
+    assert_eq!(std::fs::metadata(&events).unwrap().len(), len);
+    let l = FileLog::open(&d, FileLogConfig::default()).unwrap();
+    assert_eq!(l.next_seq(), 3);
+}
+
+#[test]
 fn the_fsync_policy_decides_when_to_sync() {
     let run = |policy| {
         let d = dir("policy");
