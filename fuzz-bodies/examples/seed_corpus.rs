@@ -211,5 +211,6 @@ fn main() -> std::io::Result<()> {
     write("rpc_ops", &ops)?;
     write("log_ops", &ops)?;
     write("log_mesh", &ops)?;
+    write("log_file", &ops)?;
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod mesh;
 pub mod node;
 mod null_crypto;
 pub mod rpc;
+pub mod store;
 pub mod streams;
 pub mod world;
 
@@ -38,6 +39,7 @@ pub const TARGETS: &[Target] = &[
     ("rpc_ops", rpc::rpc_ops),
     ("log_ops", log::log_ops),
     ("log_mesh", mesh::log_mesh),
+    ("log_file", store::log_file),
     ("world", world::world),
 ];
 

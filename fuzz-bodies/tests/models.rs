@@ -2,7 +2,7 @@
 //! driven by proptest's random operation sequences (and shrunk by it when one fails).
 //! `MODEL_CASES=n` sets the number of cases (the defaults keep the test command quick).
 
-use net_fuzz_bodies::{log, mesh, rpc, streams, world};
+use net_fuzz_bodies::{log, mesh, rpc, store, streams, world};
 use proptest::prelude::*;
 
 fn cases(default: u32) -> u32 {
@@ -42,6 +42,13 @@ proptest! {
     #[test]
     fn crashing_logs_follow_their_model(ops in proptest::collection::vec(any::<u8>(), 0..1500)) {
         mesh::log_mesh(&ops);
+    }
+
+    /// The on-disk log through crashes and damaged files, against its model (nothing before
+    /// the damage lost, nothing after it invented, the term and vote kept).
+    #[test]
+    fn log_files_follow_their_model(ops in proptest::collection::vec(any::<u8>(), 0..1500)) {
+        store::log_file(&ops);
     }
 }
 

@@ -92,6 +92,7 @@ replay_tests!(
     rpc_ops,
     log_ops,
     log_mesh,
+    log_file,
     world,
 );
 
