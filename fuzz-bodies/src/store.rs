@@ -184,6 +184,25 @@ impl Model {
         (m, aged)
     }
 
+    /// Appends through the log and the reference, which must agree; an accepted event waits
+    /// in the buffer.
+    fn append(&mut self, log: &mut FileLog, seq: u64, term: u64, at: Instant, payload: Vec<u8>) {
+        let got = log.append(seq, term, at, &payload);
+        assert_eq!(
+            got,
+            self.reference.append(seq, term, at, &payload),
+            "append {seq}"
+        );
+        if got.is_ok() {
+            self.pending.push(Rec::Event {
+                seq,
+                term,
+                at,
+                payload,
+            });
+        }
+    }
+
     fn flush(&mut self) {
         self.records.append(&mut self.pending);
     }
@@ -354,32 +373,17 @@ fn run(
                 term += u64::from(new_term);
                 let len = usize::from(len) % (max_event_bytes + 2);
                 let payload = vec![clock as u8; len];
-                let at = Instant::from_millis(clock);
-                let got = log.append(next, term, at, &payload);
-                let want = m.reference.append(next, term, at, &payload);
-                assert_eq!(got, want, "append {next}");
-                if got.is_ok() {
-                    m.pending.push(Rec::Event {
-                        seq: next,
-                        term,
-                        at,
-                        payload,
-                    });
-                }
+                m.append(&mut log, next, term, Instant::from_millis(clock), payload);
             }
             FileOp::AppendAt { delta } => {
                 let seq = next.saturating_add_signed(i64::from(delta));
-                let at = Instant::from_millis(clock);
-                let got = log.append(seq, term, at, b"x");
-                assert_eq!(got, m.reference.append(seq, term, at, b"x"), "append {seq}");
-                if got.is_ok() {
-                    m.pending.push(Rec::Event {
-                        seq,
-                        term,
-                        at,
-                        payload: b"x".to_vec(),
-                    });
-                }
+                m.append(
+                    &mut log,
+                    seq,
+                    term,
+                    Instant::from_millis(clock),
+                    b"x".to_vec(),
+                );
             }
             FileOp::Truncate { back } => {
                 let from = next.saturating_sub(u64::from(back));

@@ -371,14 +371,13 @@ impl FileLog {
                             ),
                         ));
                     }
-                    let held = mem.next_seq().saturating_sub(mem.first_seq());
                     if cfg.max_events == 0 {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             "the log holds events and max_events is 0: reopen it with a limit",
                         ));
                     }
-                    if held >= cfg.max_events as u64 {
+                    if mem.next_seq() - mem.first_seq() >= cfg.max_events as u64 {
                         // The file still holds records that retention dropped (it is
                         // compacted only once they are many): the oldest ages out again.
                         let keep = Retention {

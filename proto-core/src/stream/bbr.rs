@@ -283,14 +283,14 @@ impl CongestionControl for Bbr {
             }
         }
         if let Some(sent) = self.tracked.remove(&packet) {
-            let interval = duration_nanos(now.saturating_duration_since(sent.delivered_time));
             // An ambiguous acknowledgement gives no rate sample either: it may come an
             // instant after the retransmission it is credited to.
             // An interval shorter than the path's minimum RTT is acknowledgements bunched
             // together, not delivery: no sample (as Linux's rate sampler decides). A zero
             // interval on a path whose minimum RTT is zero too (a simulation without delay)
             // counts from one nanosecond: as fast as can be said.
-            let interval = interval.max(1);
+            let interval =
+                duration_nanos(now.saturating_duration_since(sent.delivered_time)).max(1);
             let bunched = self.min_rtt.is_some_and(|(m, _)| interval < m);
             if rtt.is_some() && !bunched {
                 let bytes_in = self.delivered.saturating_sub(sent.delivered);
